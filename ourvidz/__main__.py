@@ -1,0 +1,3 @@
+from ourvidz.cli import main
+
+main()

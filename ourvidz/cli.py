@@ -1,0 +1,164 @@
+"""The command line: thin Typer commands that parse, call and print.
+
+Shared argument groups are Annotated aliases composed into each command (as mflux does), so an
+option means the same everywhere. Every command runs under `handled`, which turns an error a
+user can act on into one line on stderr and its exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from ourvidz import __version__, errors
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="Prompt to images and videos on your own GPU: SDXL, Wan 2.1, Qwen 2.5 enhancement.")
+presets_app = typer.Typer(no_args_is_help=True, help="List and show the job types.")
+models_app = typer.Typer(help="Where each model family's weights are, and fetching them.", invoke_without_command=True)
+app.add_typer(presets_app, name="presets")
+app.add_typer(models_app, name="models")
+# Piped output (scripts, logs) gets a wide console rather than rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 140)
+
+
+def handled(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except errors.OurvidzError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted[/]; finished outputs are kept")
+            raise typer.Exit(errors.EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # a bug: still one line unless asked for the traceback
+            if os.environ.get("OURVIDZ_DEBUG"):
+                raise
+            err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} "
+                      "(set OURVIDZ_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+            raise typer.Exit(errors.EXIT_BUG) from None
+
+    return wrapper
+
+
+# Shared argument groups.
+PresetsDir = Annotated[Optional[Path], typer.Option("--presets-dir", help="Extra presets folder (before $OURVIDZ_PRESETS and the built-in ones).")]
+ModelsFile = Annotated[Optional[Path], typer.Option("--models", help="Models file (else $OURVIDZ_MODELS, else ~/.config/ourvidz/models.yaml).")]
+Demo = Annotated[bool, typer.Option("--demo", help="Use the built-in tiny random-weight demo models.")]
+Device = Annotated[Optional[str], typer.Option("--device", help="cuda, cuda:N or cpu (default: cuda when present).")]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Override the preset's denoising steps.")]
+Guidance = Annotated[Optional[float], typer.Option("--guidance", help="Override the preset's guidance scale.")]
+Width = Annotated[Optional[int], typer.Option("--width", help="Override the preset's width.")]
+Height = Annotated[Optional[int], typer.Option("--height", help="Override the preset's height.")]
+Frames = Annotated[Optional[int], typer.Option("--frames", help="Override the preset's frame count (wan: 4k+1).")]
+NumImages = Annotated[Optional[int], typer.Option("--num-images", help="Override the preset's images per job (sdxl).")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Base seed; image i uses seed + i (default: random).")]
+Negative = Annotated[str, typer.Option("--negative", help="Your own negative text; it comes first.")]
+AutoNegative = Annotated[bool, typer.Option("--auto-negative/--no-auto-negative", help="Add the priority-based negative prompt.")]
+Enhance = Annotated[Optional[bool], typer.Option("--enhance/--no-enhance", help="Qwen prompt enhancement (default: the preset's).")]
+
+
+def overrides(steps, guidance, width, height, frames, num_images) -> dict:
+    return {"steps": steps, "guidance": guidance, "width": width, "height": height,
+            "frames": frames, "num_images": num_images}
+
+
+def version_callback(value: bool):
+    if value:
+        out.print(f"ourvidz {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")] = False):
+    pass
+
+
+@presets_app.command("list")
+@handled
+def presets_list(presets_dir: PresetsDir = None):
+    """A table of the job types."""
+    from ourvidz.presets import load_all
+    from ourvidz.views import presets_table
+
+    out.print(presets_table(load_all(presets_dir)))
+
+
+@presets_app.command("show")
+@handled
+def presets_show(job_type: str, presets_dir: PresetsDir = None):
+    """One job type's preset, every field."""
+    from ourvidz.presets import load_preset
+    from ourvidz.views import show_yaml
+
+    out.print(show_yaml(load_preset(job_type, presets_dir).model_dump()))
+
+
+@app.command()
+@handled
+def negative(job_type: str, prompt: Annotated[str, typer.Argument()] = "", negative: Negative = "",
+             auto_negative: AutoNegative = True, presets_dir: PresetsDir = None, models: ModelsFile = None):
+    """The negative prompt a job type would use, its token count and its categories."""
+    from ourvidz.negative import build_negative
+    from ourvidz.presets import load_preset
+    from ourvidz.safety import check_prompt
+    from ourvidz.views import negative_panel
+    from ourvidz.weights import token_counter
+
+    if prompt:
+        check_prompt(prompt)
+    preset = load_preset(job_type, presets_dir)
+    neg = build_negative(preset.negative_strategy, negative, auto=auto_negative, counter=token_counter(models))
+    out.print(negative_panel(neg))
+
+
+@app.command()
+@handled
+def generate(
+    job_type: Annotated[Optional[str], typer.Argument(help="Job type (see `ourvidz presets list`).")] = None,
+    prompt: Annotated[Optional[str], typer.Argument(help="What to generate.")] = None,
+    prompt_file: Annotated[Optional[Path], typer.Option("--prompt-file", help="One prompt a line; each line is one job.")] = None,
+    from_metadata: Annotated[Optional[Path], typer.Option("--from-metadata", help="Replay a run from its PNG or JSON sidecar.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default outputs/<job>-<time>-<seed>/).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved plan; load no model.")] = False,
+    steps: Steps = None, guidance: Guidance = None, width: Width = None, height: Height = None,
+    frames: Frames = None, num_images: NumImages = None, seed: Seed = None,
+    negative: Negative = "", auto_negative: AutoNegative = True, enhance: Enhance = None,
+    presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
+):
+    """Generate images or a video for one job type."""
+    from ourvidz import generate as gen
+    from ourvidz.views import plan_panel, print_result
+
+    request = gen.Request(
+        job_type=job_type, prompt=prompt, prompt_file=prompt_file, from_metadata=from_metadata,
+        out_dir=out_dir, overrides=overrides(steps, guidance, width, height, frames, num_images),
+        seed=seed, negative=negative, auto_negative=auto_negative, enhance=enhance,
+        presets_dir=presets_dir, models=models, demo=demo, device=device,
+    )
+    plans = gen.make_plans(request)
+    if dry_run:
+        for plan in plans:
+            out.print(plan_panel(plan, gen.describe_models(request, plan)))
+        return
+    for plan in plans:
+        print_result(out, gen.run_plan(request, plan))
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

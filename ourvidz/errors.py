@@ -1,0 +1,47 @@
+"""Errors a user can act on. Each carries its exit code; the CLI prints one line and exits.
+
+Anything else that escapes is a bug: the CLI still prints one line (and the traceback only
+with OURVIDZ_DEBUG=1).
+"""
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_BAD_INPUT = 2  # unknown job type, malformed preset or job file, impossible size, empty prompt
+EXIT_REFUSED = 3  # the prompt safety check refused the prompt
+EXIT_WEIGHTS = 4  # weights missing, broken or not configured
+EXIT_OUT_OF_MEMORY = 5  # the GPU ran out of memory
+EXIT_GENERATION = 6  # a model failed while generating
+EXIT_SERVICE = 7  # Redis (or another service) unreachable
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM; finished outputs are kept
+
+
+class OurvidzError(Exception):
+    exit_code = EXIT_BUG
+
+
+class BadInput(OurvidzError):
+    exit_code = EXIT_BAD_INPUT
+
+
+class PromptRefused(OurvidzError):
+    exit_code = EXIT_REFUSED
+
+
+class WeightsError(OurvidzError):
+    exit_code = EXIT_WEIGHTS
+
+
+class OutOfMemory(OurvidzError):
+    exit_code = EXIT_OUT_OF_MEMORY
+
+
+class GenerationFailed(OurvidzError):
+    exit_code = EXIT_GENERATION
+
+
+class ServiceError(OurvidzError):
+    exit_code = EXIT_SERVICE
+
+
+class Interrupted(OurvidzError):
+    exit_code = EXIT_INTERRUPTED

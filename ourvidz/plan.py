@@ -1,0 +1,113 @@
+"""A job's resolved plan: the preset with overrides, the prompts, the seeds, the output files.
+
+Every entry point (generate, batch, worker) makes a plan first; making it checks everything that
+can be checked without a model (empty prompt, safety, sizes, existing files), so bad input fails
+before anything loads.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ourvidz.clip_tokens import TokenCounter
+from ourvidz.errors import BadInput
+from ourvidz.negative import NegativePrompt, build_negative
+from ourvidz.presets import Preset, load_preset
+from ourvidz.safety import check_prompt
+
+MAX_SEED = 2**32 - 1
+MAX_PROMPT_CHARS = 20_000
+
+
+@dataclass
+class JobPlan:
+    job_type: str
+    preset: Preset  # with the overrides applied
+    overrides: dict[str, Any]
+    prompt: str
+    negative: NegativePrompt
+    auto_negative: bool
+    seed: int
+    enhance: bool
+    out_dir: Path
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.preset.num_images)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_type": self.job_type,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative.to_dict(),
+            "auto_negative": self.auto_negative,
+            "seed": self.seed,
+            "seeds": self.seeds,
+            "enhance": self.enhance,
+            "overrides": self.overrides,
+            "preset": self.preset.model_dump(),
+            "out_dir": str(self.out_dir),
+            "files": self.files,
+        }
+
+
+def output_files(preset: Preset) -> list[str]:
+    if preset.is_video:
+        return ["video.mp4"]
+    return [f"image-{i:02d}.png" for i in range(preset.num_images)]
+
+
+def default_out_dir(job_type: str, seed: int, root: Path = Path("outputs")) -> Path:
+    return root / f"{job_type}-{time.strftime('%Y%m%d-%H%M%S')}-{seed}"
+
+
+def plan_job(
+    job_type: str,
+    prompt: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    seed: int | None = None,
+    negative: str = "",
+    auto_negative: bool = True,
+    enhance: bool | None = None,
+    out_dir: Path | None = None,
+    presets_dir: Path | str | None = None,
+    counter: TokenCounter | None = None,
+) -> JobPlan:
+    prompt = " ".join((prompt or "").split())
+    if not prompt:
+        raise BadInput("the prompt is empty; say what to generate")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise BadInput(f"the prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    check_prompt(prompt)
+    if negative:
+        check_prompt(negative, what="negative prompt")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    preset = load_preset(job_type, presets_dir).with_overrides(overrides)
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED - preset.num_images)
+    elif not 0 <= seed <= MAX_SEED - preset.num_images + 1:
+        raise BadInput(f"--seed must be between 0 and {MAX_SEED - preset.num_images + 1} (got {seed})")
+    neg = build_negative(preset.negative_strategy, negative, auto=auto_negative, counter=counter)
+    out_dir = Path(out_dir) if out_dir else default_out_dir(job_type, seed)
+    files = output_files(preset)
+    taken = [f for f in files if (out_dir / f).exists()]
+    if taken:
+        raise BadInput(f"{out_dir} already holds {taken[0]}; ourvidz never overwrites: choose another --out")
+    return JobPlan(
+        job_type=job_type,
+        preset=preset,
+        overrides=overrides,
+        prompt=prompt,
+        negative=neg,
+        auto_negative=auto_negative,
+        seed=seed,
+        enhance=preset.enhance if enhance is None else enhance,
+        out_dir=out_dir,
+        files=files,
+    )

@@ -1,0 +1,210 @@
+"""Where each model family's weights are: the models file, hub ids and the local cache.
+
+A models file (--models, else $OURVIDZ_MODELS, else ~/.config/ourvidz/models.yaml) maps a family
+to its weights:
+
+    sdxl:
+      single_file: /models/lustifySDXLNSFW_v20.safetensors   # or path: a diffusers folder / hub id
+      config: /models/sdxl-base          # configs + tokenizers for single_file (folder or hub id)
+    wan:
+      path: Wan-AI/Wan2.1-T2V-1.3B-Diffusers                # a diffusers folder or a hub id
+    qwen:
+      path: /models/Qwen2.5-7B
+    allow_download: false                # hub ids come from the local cache only, unless true
+
+With no models file at all, every family runs on the built-in demo models (said loudly).
+Loading is local-only by default; `ourvidz models fetch FAMILY` downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ourvidz.errors import BadInput, WeightsError
+from ourvidz.presets import read_yaml
+
+FAMILIES = ("sdxl", "wan", "qwen")
+DEFAULT_HUB_IDS = {
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+    "wan": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    "qwen": "Qwen/Qwen2.5-7B",
+}
+USER_MODELS_FILE = Path.home() / ".config" / "ourvidz" / "models.yaml"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    family: str
+    kind: Literal["demo", "folder", "single_file", "hub"]
+    path: str  # folder, file or hub id ("demo" for demo)
+    config: str | None = None  # single_file only: folder or hub id with configs and tokenizers
+    allow_download: bool = False
+    origin: str = ""  # where this came from, for messages
+
+    @property
+    def is_demo(self) -> bool:
+        return self.kind == "demo"
+
+    def describe(self) -> str:
+        if self.is_demo:
+            return "demo (tiny random weights)"
+        extra = f" with config {self.config}" if self.config else ""
+        return f"{self.kind} {self.path}{extra}"
+
+
+def models_file_path(models_file: Path | str | None) -> Path | None:
+    if models_file:
+        path = Path(models_file)
+        if not path.is_file():
+            raise BadInput(f"models file {path} does not exist")
+        return path
+    env = os.environ.get("OURVIDZ_MODELS")
+    if env:
+        if not Path(env).is_file():
+            raise BadInput(f"$OURVIDZ_MODELS points to {env}, which does not exist")
+        return Path(env)
+    return USER_MODELS_FILE if USER_MODELS_FILE.is_file() else None
+
+
+def _is_hub_id(text: str) -> bool:
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).exists()
+
+
+def resolve_sources(models_file: Path | str | None = None, demo: bool = False) -> dict[str, ModelSource]:
+    """family -> source. Raises BadInput for a malformed models file."""
+    path = None if demo else models_file_path(models_file)
+    if path is None:
+        origin = "--demo" if demo else "no models file: using the demo models"
+        return {f: ModelSource(f, "demo", "demo", origin=origin) for f in FAMILIES}
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: expected a mapping of family -> weights")
+    allow = data.get("allow_download", False)
+    if not isinstance(allow, bool):
+        raise BadInput(f"{path}: field 'allow_download': must be true or false")
+    unknown = set(data) - set(FAMILIES) - {"allow_download"}
+    if unknown:
+        raise BadInput(f"{path}: field '{sorted(unknown)[0]}': unknown family; known: {', '.join(FAMILIES)}")
+    sources = {}
+    for family, entry in data.items():
+        if family == "allow_download":
+            continue
+        if entry == "demo":
+            sources[family] = ModelSource(family, "demo", "demo", origin=str(path))
+            continue
+        if not isinstance(entry, dict) or set(entry) - {"path", "single_file", "config"}:
+            raise BadInput(f"{path}: field '{family}': expected 'path' or 'single_file' (+ 'config'), or 'demo'")
+        if "single_file" in entry:
+            if family != "sdxl":
+                raise BadInput(f"{path}: field '{family}.single_file': only sdxl loads single-file checkpoints")
+            config = str(entry.get("config") or DEFAULT_HUB_IDS["sdxl"])
+            sources[family] = ModelSource(family, "single_file", os.path.expanduser(str(entry["single_file"])),
+                                          config=os.path.expanduser(config), allow_download=allow, origin=str(path))
+        elif "path" in entry:
+            p = os.path.expanduser(str(entry["path"]))
+            kind = "hub" if _is_hub_id(p) else "folder"
+            sources[family] = ModelSource(family, kind, p, allow_download=allow, origin=str(path))
+        else:
+            raise BadInput(f"{path}: field '{family}': needs 'path' or 'single_file'")
+    return sources
+
+
+def source_for(family: str, models_file=None, demo: bool = False) -> ModelSource:
+    sources = resolve_sources(models_file, demo)
+    if family not in sources:
+        where = models_file_path(models_file)
+        raise WeightsError(f"no {family} weights configured in {where}; add '{family}: {{path: FOLDER_OR_HUB_ID}}' "
+                           f"there, run `ourvidz models fetch {family}`, or use --demo")
+    return sources[family]
+
+
+def local_dir(ref: str, allow_download: bool, family: str, allow_patterns=None) -> Path:
+    """A folder or hub id -> a local folder; hub ids come from the cache unless downloads are on."""
+    if not _is_hub_id(ref):
+        path = Path(ref)
+        if not path.is_dir():
+            raise WeightsError(f"{family} weights folder {path} does not exist; fix the models file or run "
+                               f"`ourvidz models fetch {family}`")
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(ref, local_files_only=not allow_download, allow_patterns=allow_patterns))
+    except LocalEntryNotFoundError:
+        raise WeightsError(f"{family} weights {ref} are not in the local Hugging Face cache; run "
+                           f"`ourvidz models fetch {family}` (or set allow_download: true)") from None
+    except Exception as exc:  # network, auth, missing repo
+        raise WeightsError(f"cannot fetch {ref} for {family}: {type(exc).__name__}: {exc}") from None
+
+
+def fetch(family: str, models_file=None) -> Path:
+    """Download a family's weights (or, for single-file SDXL, its configs) into the HF cache."""
+    sources = resolve_sources(models_file)
+    src = sources.get(family)
+    if src is None or src.is_demo:
+        ref, patterns = DEFAULT_HUB_IDS[family], None
+    elif src.kind == "single_file":
+        ref, patterns = src.config, ["*.json", "*.txt", "*.model"]
+    else:
+        ref, patterns = src.path, None
+    if not _is_hub_id(ref):
+        raise BadInput(f"{family} is configured as the local path {ref}: nothing to fetch")
+    return local_dir(ref, True, family, allow_patterns=patterns)
+
+
+def safetensors_header(path: Path) -> tuple[bytes, int]:
+    """The raw JSON header of a .safetensors file, checked, and the file's size."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise WeightsError(f"{path} is not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", raw)
+        if n <= 0 or 8 + n > size or n > 100_000_000:
+            raise WeightsError(f"{path} is not a valid safetensors file (header length {n}, file {size} bytes)")
+        header = f.read(n)
+    try:
+        json.loads(header)
+    except ValueError:
+        raise WeightsError(f"{path} is a broken safetensors file (its header is not JSON)") from None
+    return header, size
+
+
+def identity(source: ModelSource, folder: Path | None = None) -> dict:
+    """Path, size and a hash of the weight files' headers: enough to tell two models apart, cheap to compute."""
+    if source.is_demo and folder is None:
+        return {"kind": "demo", "note": "tiny random weights"}
+    base = Path(source.path) if source.kind == "single_file" else folder
+    files = [base] if base.is_file() else sorted(base.rglob("*.safetensors"))
+    digest, total = hashlib.sha256(), 0
+    for f in files:
+        header, size = safetensors_header(f)
+        digest.update(f.name.encode() + header)
+        total += size
+    return {"kind": source.kind, "path": source.path, "local": str(base), "files": len(files),
+            "bytes": total, "header_sha256": digest.hexdigest()[:16], **({"config": source.config} if source.config else {})}
+
+
+def token_counter(models_file=None, demo: bool = False):
+    """The most exact CLIP token counter available without loading a model."""
+    from ourvidz.clip_tokens import best_counter
+
+    try:
+        src = resolve_sources(models_file, demo).get("sdxl")
+        if src is not None and not src.is_demo:
+            ref = src.config if src.kind == "single_file" else src.path
+            folder = local_dir(ref, False, "sdxl") / "tokenizer"
+            if (folder / "vocab.json").is_file():
+                from transformers import CLIPTokenizer
+
+                return best_counter(CLIPTokenizer.from_pretrained(folder))
+    except WeightsError:
+        pass
+    return best_counter()
