@@ -437,7 +437,10 @@ def unet_inputs(B, seed=1):
 
 
 def unet_call(unet, inp):
-    return unet(**inp, return_dict=False)[0]
+    # exactly the call signature StableDiffusionXLPipeline uses, so a compiled UNet's guards match
+    return unet(inp["sample"], inp["timestep"], encoder_hidden_states=inp["encoder_hidden_states"],
+                timestep_cond=None, cross_attention_kwargs=None, added_cond_kwargs=inp["added_cond_kwargs"],
+                return_dict=False)[0]
 
 
 def sdxl_batches():
@@ -678,7 +681,8 @@ def wan_inputs(B, frames, seed=7):
 
 
 def wan_call(tr, inp):
-    return tr(**inp, return_dict=False)[0]
+    # the call signature WanPipeline uses
+    return tr(**inp, attention_kwargs=None, return_dict=False)[0]
 
 
 def section_wan():
@@ -736,6 +740,12 @@ def section_wan():
     free()
 
 
+def conv3d_memory_format(model, fmt):
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Conv3d):
+            mod.weight.data = mod.weight.data.contiguous(memory_format=fmt)
+
+
 def section_wan_vae():
     S = "wan_vae"
     reset_peak()
@@ -769,10 +779,10 @@ def section_wan_vae():
         with cudnn_benchmark(True):
             measure("bf16 + cudnn.benchmark", DT)
         if have(150):
-            vae.to(memory_format=torch.channels_last_3d)
+            conv3d_memory_format(vae, torch.channels_last_3d)
             with cudnn_benchmark(True):
-                measure("bf16 channels_last_3d + cudnn.benchmark", DT, frames_list=(F,))
-            vae.to(memory_format=torch.contiguous_format)
+                measure("bf16 Conv3d weights channels_last_3d + cudnn.benchmark", DT, frames_list=(F,))
+            conv3d_memory_format(vae, torch.contiguous_format)
     except Exception as e:  # noqa: BLE001
         fail(S, "wan vae variants", e)
     rec(S, "peak GPU memory", GB=gpu_mem_gb())
@@ -862,6 +872,14 @@ CHILD_SPECS = {
 }
 
 
+def child_dir():
+    import tempfile
+
+    d = os.path.join(tempfile.gettempdir(), "probe_speedups_children")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
 def run_child(name, min_needed=60):
     spec = CHILD_SPECS[name]
     S = f"compile:{name}"
@@ -869,7 +887,7 @@ def run_child(name, min_needed=60):
     if left < min_needed:
         return skip(S, name, f"budget: {left:.0f}s left")
     timeout = min(spec["timeout"], left)
-    rf = os.path.join(OUTDIR, f"child_{name}.jsonl")
+    rf = os.path.join(child_dir(), f"child_{name}.jsonl")
     if os.path.exists(rf):
         os.remove(rf)
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--out", OUTDIR,
@@ -944,6 +962,11 @@ def child_unet(S, spec):
     ro = mode == "reduce-overhead"
     pre = torch.compiler.cudagraph_mark_step_begin if ro else None
     for B in batches:
+        if B != batches[0] and spec.get("pipe"):
+            run_child_pipe(S, spec, unet, mode)
+        if not have(40):
+            skip(S, f"UNet {mode}", "child budget")
+            continue
         try:
             calls = []
             for _ in range(3):
@@ -959,14 +982,18 @@ def child_unet(S, spec):
         except Exception as e:  # noqa: BLE001
             fail(S, f"UNet {mode}", e, B=B)
     log(f"total compile+measure {time.perf_counter() - t0:.1f}s")
-    if spec.get("pipe"):
-        try:
-            vae, _ = build(make_sdxl_vae)
-            pipe = make_sdxl_pipe(unet, vae)
-            pipe_bench(S, f"pipeline 6 img x 15 steps (latents), UNet {mode}", pipe)
-        except Exception as e:  # noqa: BLE001
-            fail(S, "pipeline", e)
     rec(S, "peak GPU memory", GB=gpu_mem_gb())
+
+
+def run_child_pipe(S, spec, unet, mode):
+    if not have(45):
+        return skip(S, "pipeline", "child budget")
+    try:
+        vae, _ = build(make_sdxl_vae)
+        pipe = make_sdxl_pipe(unet, vae)
+        pipe_bench(S, f"pipeline 6 img x 15 steps (latents), UNet {mode}", pipe)
+    except Exception as e:  # noqa: BLE001
+        fail(S, "pipeline", e)
 
 
 def child_sdxl_vae(S, spec):
@@ -983,7 +1010,6 @@ def child_sdxl_vae(S, spec):
         eager_ms[B], _ = bench(lambda: dec(B), warmup=1, reps=3)
         rec(S, "eager bf16 channels_last (same process)", B=B, ms=round(eager_ms[B], 2))
     vae.decoder.compile(fullgraph=True, dynamic=False)
-    vae.post_quant_conv.compile(fullgraph=True, dynamic=False)
     for B in lat:
         try:
             c0, out = timed_call(lambda: dec(B))
@@ -1000,6 +1026,8 @@ def child_sdxl_vae(S, spec):
 def child_wan(S, spec):
     torch.manual_seed(0)
     tr, _ = build(make_wan)
+    if not CUDA:
+        spec = dict(spec, backend="native")  # CPU smoke test: cuDNN attention does not exist there
     if spec["backend"] != "native":
         tr.set_attention_backend(spec["backend"])
     F = wan_dims()[0]
@@ -1008,9 +1036,13 @@ def child_wan(S, spec):
     inputs = {k: wan_inputs(*all_shapes[k]) for k in shapes}
     eager, eager_ms = {}, {}
     for k in shapes:
-        eager[k] = wan_call(tr, inputs[k]).clone()
-        eager_ms[k], _ = bench(lambda: wan_call(tr, inputs[k]), warmup=1, reps=3 if k.startswith("81") else 8)
-        rec(S, f"eager backend={spec['backend']} (same process)", shape=k, ms=round(eager_ms[k], 2))
+        try:
+            eager[k] = wan_call(tr, inputs[k]).clone()
+            eager_ms[k], _ = bench(lambda: wan_call(tr, inputs[k]), warmup=1, reps=3 if k.startswith("81") else 8)
+            rec(S, f"eager backend={spec['backend']} (same process)", shape=k, ms=round(eager_ms[k], 2))
+        except Exception as e:  # noqa: BLE001
+            fail(S, f"eager backend={spec['backend']}", e, shape=k)
+            return
     mode = spec["mode"]
     if mode == "regional":
         tr.compile_repeated_blocks(fullgraph=True, dynamic=False)
@@ -1052,6 +1084,12 @@ def child_qwen(S, spec):
     eager_s = time.perf_counter() - t0
     rec(S, "eager greedy (same process)", s=round(eager_s, 3), tok_per_s=round(N / eager_s, 1))
     m.generation_config.cache_implementation = "static"
+    if not CUDA:  # CPU smoke test: make transformers auto-compile here too
+        from transformers import CompileConfig
+
+        cc = CompileConfig()
+        cc._compile_all_devices = True
+        m.generation_config.compile_config = cc
     for sample in (False, True):
         name = f"static cache (auto-compile), {'sampling' if sample else 'greedy'}"
         try:
@@ -1205,7 +1243,7 @@ def main():
     if not CUDA and not TINY:
         print("no CUDA: use --tiny for the CPU smoke test", flush=True)
     if ARGS.child:
-        RESULT_FILE = os.path.join(OUTDIR, f"child_{ARGS.child}.jsonl")
+        RESULT_FILE = os.path.join(child_dir(), f"child_{ARGS.child}.jsonl")
         log(f"child {ARGS.child} (budget {ARGS.budget:.0f}s)")
         child_main(ARGS.child)
         return
@@ -1226,7 +1264,9 @@ def main():
             skip(sec, sec, "budget")
             continue
         try:
-            if sec in SECTION_FUNCS:
+            if sec.startswith("child:"):
+                run_child(sec.split(":", 1)[1])
+            elif sec in SECTION_FUNCS:
                 SECTION_FUNCS[sec]()
             else:
                 for child in SECTION_CHILDREN[sec]:

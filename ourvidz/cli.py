@@ -139,7 +139,7 @@ def generate(
 ):
     """Generate images or a video for one job type."""
     from ourvidz import generate as gen
-    from ourvidz.views import plan_panel, print_result
+    from ourvidz.views import plan_panel, print_result, step_progress
 
     request = gen.Request(
         job_type=job_type, prompt=prompt, prompt_file=prompt_file, from_metadata=from_metadata,
@@ -152,8 +152,14 @@ def generate(
         for plan in plans:
             out.print(plan_panel(plan, gen.describe_models(request, plan)))
         return
+    cache = gen.cache_for(request)
+    if cache.demo:
+        err.print("[bold yellow]demo: random weights[/] (no models file: using the tiny built-in demo models; "
+                  "see `ourvidz models`)")
     for plan in plans:
-        print_result(out, gen.run_plan(request, plan))
+        with step_progress(out, plan.job_type) as on_step:
+            result = gen.run_plan(plan, cache, on_step)
+        print_result(out, result)
 
 
 def main():

@@ -78,7 +78,12 @@ def make_plans(request: Request) -> list[JobPlan]:
         prompts = read_prompt_file(request.prompt_file)
     else:
         prompts = [request.prompt or ""]
+    from ourvidz.presets import load_preset
+    from ourvidz.weights import resolve_sources
+
     counter = token_counter(request.models, request.demo)
+    source = resolve_sources(request.models, request.demo).get(load_preset(request.job_type, request.presets_dir).family)
+    demo = source is not None and source.is_demo
     plans = []
     for i, prompt in enumerate(prompts):
         out_dir = request.out_dir
@@ -88,7 +93,7 @@ def make_plans(request: Request) -> list[JobPlan]:
             plans.append(plan_job(
                 request.job_type, prompt, overrides=request.overrides, seed=request.seed,
                 negative=request.negative, auto_negative=request.auto_negative, enhance=request.enhance,
-                out_dir=out_dir, presets_dir=request.presets_dir, counter=counter,
+                out_dir=out_dir, presets_dir=request.presets_dir, counter=counter, demo=demo,
             ))
         except BadInput as exc:
             if request.prompt_file:
@@ -105,9 +110,13 @@ def describe_models(request: Request, plan: JobPlan) -> str:
     return "; ".join(f"{f}: {sources[f].describe()}" if f in sources else f"{f}: not configured" for f in families)
 
 
-def run_plan(request: Request, plan: JobPlan, cache=None):
-    from ourvidz.job import run_job
+def cache_for(request: Request):
     from ourvidz.model_cache import ModelCache
 
-    cache = cache or ModelCache(models_file=request.models, demo=request.demo, device=request.device)
-    return run_job(plan, cache)
+    return ModelCache(models_file=request.models, demo=request.demo, device=request.device)
+
+
+def run_plan(plan: JobPlan, cache, on_step=None):
+    from ourvidz.job import run_job
+
+    return run_job(plan, cache, on_step)

@@ -20,6 +20,7 @@ from ourvidz.presets import Preset, load_preset
 from ourvidz.safety import check_prompt
 
 MAX_SEED = 2**32 - 1
+DEMO_LONG_SIDE = 64  # the tiny demo models run at this size unless --width/--height say otherwise
 MAX_PROMPT_CHARS = 20_000
 
 
@@ -35,6 +36,7 @@ class JobPlan:
     enhance: bool
     out_dir: Path
     files: list[str] = field(default_factory=list)
+    demo_resized_from: str | None = None  # "1024x1024" when the demo shrank the preset's size
 
     @property
     def seeds(self) -> list[int]:
@@ -53,7 +55,17 @@ class JobPlan:
             "preset": self.preset.model_dump(),
             "out_dir": str(self.out_dir),
             "files": self.files,
+            "demo_resized_from": self.demo_resized_from,
         }
+
+
+def demo_size(preset: Preset) -> dict[str, int]:
+    """The preset's aspect ratio at DEMO_LONG_SIDE, on the family's size grid: seconds on a CPU."""
+    from ourvidz.presets import SIZE_MULTIPLE
+
+    m = SIZE_MULTIPLE[preset.family]
+    scale = DEMO_LONG_SIDE / max(preset.width, preset.height)
+    return {k: max(m, round(getattr(preset, k) * scale / m) * m) for k in ("width", "height")}
 
 
 def output_files(preset: Preset) -> list[str]:
@@ -78,6 +90,7 @@ def plan_job(
     out_dir: Path | None = None,
     presets_dir: Path | str | None = None,
     counter: TokenCounter | None = None,
+    demo: bool = False,
 ) -> JobPlan:
     prompt = " ".join((prompt or "").split())
     if not prompt:
@@ -89,6 +102,12 @@ def plan_job(
         check_prompt(negative, what="negative prompt")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     preset = load_preset(job_type, presets_dir).with_overrides(overrides)
+    resized = None
+    if demo and "width" not in overrides and "height" not in overrides:
+        small = demo_size(preset)
+        if (small["width"], small["height"]) != (preset.width, preset.height):
+            resized = f"{preset.width}x{preset.height}"
+            preset = preset.with_overrides(small)
     if seed is None:
         seed = secrets.randbelow(MAX_SEED - preset.num_images)
     elif not 0 <= seed <= MAX_SEED - preset.num_images + 1:
@@ -110,4 +129,5 @@ def plan_job(
         enhance=preset.enhance if enhance is None else enhance,
         out_dir=out_dir,
         files=files,
+        demo_resized_from=resized,
     )

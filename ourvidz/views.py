@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from typing import Any
 
 import yaml
 from rich.console import Console, Group
 from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
@@ -85,10 +88,28 @@ def report_table(report: dict[str, Any]) -> Table:
     return table
 
 
+@contextmanager
+def step_progress(console: Console, label: str):
+    """A denoising-step bar; yields the on_step callback the pipelines call."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+               TimeElapsedColumn(), TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"{label}: denoise", total=None, rate="")
+        started = []
+
+        def on_step(done: int, total: int) -> None:
+            now = time.perf_counter()
+            started.append(now)
+            rate = f"{(now - started[0]) / (done - 1):.2f} s/step" if done > 1 else ""
+            progress.update(task, completed=done, total=total, rate=rate)
+
+        yield on_step
+
+
 def print_result(console: Console, result) -> None:
     if result.report.get("demo"):
         console.print(f"[bold yellow]{DEMO_LABEL}[/]: outputs are noise, made to show every part working")
-    if result.report.get("enhancement", {}).get("warning"):
+    if (result.report.get("enhancement") or {}).get("warning"):
         console.print(f"[yellow]warning:[/] {result.report['enhancement']['warning']}")
     console.print(report_table(result.report))
     for path in result.files:

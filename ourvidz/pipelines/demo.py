@@ -1,17 +1,16 @@
-"""Tiny deterministic random-weight models saved in the real on-disk formats.
-
-They exercise the same loading code as the production checkpoints (diffusers
-folders, an A1111/LDM single-file SDXL checkpoint, a transformers causal LM)
-without any download. Weights are random, so outputs are noise; every builder
-is deterministic and takes seconds on a small CPU.
-"""
+"""Tiny deterministic random-weight models saved in the real on-disk formats (diffusers folders,
+an A1111/LDM single-file SDXL checkpoint, a transformers causal LM), so the production loading code
+runs without any download. Outputs are noise; each builder is byte-deterministic and takes seconds."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.metadata
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -22,15 +21,13 @@ SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 
 # Small built-in text used to build the offline T5 / Qwen tokenizers.
 CORPUS = (
-    "a photo of a cat sitting on a wooden table next to a window with soft morning light. "
-    "the quick brown fox jumps over the lazy dog in the park at sunset. "
-    "cinematic shot of a city street at night, neon lights, rain, reflections, people walking. "
-    "portrait of a woman smiling, close up, detailed face, studio lighting, 35mm film. "
-    "landscape with mountains, a river, a forest and snow under a blue sky with white clouds. "
-    "ocean waves crash on the beach while birds fly over the water. a dog runs and plays. "
-    "slow motion video of a car driving on a road through the desert, dust, camera pan. "
-    "you are a helpful assistant. rewrite the prompt to be more detailed and vivid. "
-    "user: make a video of a red balloon flying. assistant: a bright red balloon drifts upward. "
+    "a photo of a cat sitting on a wooden table next to a window with soft morning light. the quick brown fox "
+    "jumps over the lazy dog in the park at sunset. cinematic shot of a city street at night, neon lights, rain, "
+    "reflections, people walking. portrait of a woman smiling, close up, detailed face, studio lighting, 35mm film. "
+    "landscape with mountains, a river, a forest and snow under a blue sky with white clouds. ocean waves crash on "
+    "the beach while birds fly over the water. a dog runs and plays. slow motion video of a car driving on a road "
+    "through the desert, dust, camera pan. you are a helpful assistant. rewrite the prompt to be more detailed and "
+    "vivid. user: make a video of a red balloon flying. assistant: a bright red balloon drifts upward. "
     "high quality, masterpiece, best quality, sharp focus, 4k, 8k, 1080p, 24 fps, 0123456789."
 )
 
@@ -45,11 +42,11 @@ def clip_bpe_path() -> Path:
     try:
         path = Path(importlib.metadata.distribution(CLIP_DIST).locate_file(CLIP_BPE_IN_DIST))
     except importlib.metadata.PackageNotFoundError:
-        path = None
-    if path is None or not path.is_file():
+        path = Path("/nonexistent")
+    if not path.is_file():
         raise ClipVocabMissing(
             f"The CLIP BPE vocabulary ({CLIP_BPE_IN_DIST}) comes from the '{CLIP_DIST}' package, "
-            f"which is not installed: pip install {CLIP_DIST}==2.6.0 "
+            f"which is not installed: pip install --no-deps {CLIP_DIST}==2.6.0 "
             "(or build the demo with clip_vocab='bytes' for a character-level stand-in)."
         )
     return path
@@ -57,14 +54,8 @@ def clip_bpe_path() -> Path:
 
 def _bytes_to_unicode() -> dict[int, str]:
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
+    rest = [b for b in range(256) if b not in bs]
+    return dict(zip(bs + rest, map(chr, bs + [256 + n for n in range(len(rest))])))
 
 
 def _clip_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
@@ -74,10 +65,15 @@ def _clip_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
     return {t: i for i, t in enumerate(tokens)}
 
 
+def _openai_merges(gz_path) -> list[tuple[str, str]]:
+    with gzip.open(gz_path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    return [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+
+
 def clip_tokenizer_files(gz_path, out_dir) -> tuple[Path, Path]:
     """Convert bpe_simple_vocab_16e6.txt.gz to vocab.json + merges.txt (49408 tokens)."""
-    lines = gzip.open(gz_path).read().decode("utf-8").split("\n")
-    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    merges = _openai_merges(gz_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.json").write_text(json.dumps(_clip_vocab(merges), ensure_ascii=False), encoding="utf-8")
@@ -94,8 +90,7 @@ def clip_tokenizers(clip_vocab: str = "openai"):
     from transformers import CLIPTokenizer
 
     if clip_vocab == "openai":
-        lines = gzip.open(clip_bpe_path()).read().decode("utf-8").split("\n")
-        merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+        merges = _openai_merges(clip_bpe_path())
     elif clip_vocab == "bytes":
         merges = []
     else:
@@ -146,14 +141,15 @@ def qwen_tokenizer():
 
 
 # ---------------------------------------------------------------- SDXL
-def sdxl_components(clip_vocab: str = "openai") -> dict:
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+def build_sdxl(folder, clip_vocab: str = "openai"):
+    """Save a tiny StableDiffusionXLPipeline to `folder`; returns the in-memory pipeline."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     tokenizer, tokenizer_2 = clip_tokenizers(clip_vocab)
-    # The two encoders must differ in hidden size: from_single_file tells CLIP-L from OpenCLIP-G
-    # by comparing position-embedding widths, and loads text_encoder's weights into
-    # text_encoder_2 when they are equal.
+    # The two encoders must differ in hidden size: from_single_file tells CLIP-L from OpenCLIP-G by
+    # position-embedding width; when equal it fills text_encoder_2 with text_encoder's weights and
+    # silently leaves text_projection on the meta device.
     te_kw = dict(intermediate_size=37, layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=2,
                  vocab_size=len(tokenizer), max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=1)
@@ -181,16 +177,9 @@ def sdxl_components(clip_vocab: str = "openai") -> dict:
         steps_offset=1, timestep_spacing="leading", interpolation_type="linear", prediction_type="epsilon",
     )
     for m in (unet, vae, text_encoder, text_encoder_2):
-        m.eval()  # from_pretrained returns eval-mode modules; match them bit for bit
-    return dict(unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=scheduler,
-                image_encoder=None, feature_extractor=None)
-
-
-def build_sdxl(folder, clip_vocab: str = "openai"):
-    from diffusers import StableDiffusionXLPipeline
-
-    pipe = StableDiffusionXLPipeline(**sdxl_components(clip_vocab))
+        m.eval()  # as from_pretrained returns them (train mode changes CLIP's output in the last ulp)
+    pipe = StableDiffusionXLPipeline(unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=scheduler)
     pipe.save_pretrained(folder, safe_serialization=True)
     return pipe
 
@@ -315,9 +304,8 @@ def open_clip_to_ldm(sd: dict) -> dict:
                 k = k.replace(a, b)
             out[k] = v
     for (pre, leaf), t in qkv.items():
-        for a, b in parts[:1]:
-            pre = pre.replace(a, b)
-        out[f"{pre.replace('.self_attn', '.attn')}.in_proj_{leaf}"] = torch.cat([t["q"], t["k"], t["v"]])
+        pre = pre.replace(*parts[0]).replace(".self_attn", ".attn")
+        out[f"{pre}.in_proj_{leaf}"] = torch.cat([t["q"], t["k"], t["v"]])
     return out
 
 
@@ -347,8 +335,9 @@ def save_sdxl_single_file(pipe, path, config_dir=None) -> Path:
 
 
 # ---------------------------------------------------------------- Wan 2.1
-def wan_components() -> dict:
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+def build_wan(folder):
+    """Save a tiny Wan 2.1 text-to-video WanPipeline to `folder`; returns the in-memory pipeline."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
     tokenizer = t5_tokenizer()
@@ -372,27 +361,22 @@ def wan_components() -> dict:
                                         flow_shift=5.0, num_train_timesteps=1000)
     for m in (transformer, vae, text_encoder):
         m.eval()
-    return dict(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                scheduler=scheduler, transformer_2=None)
-
-
-def build_wan(folder):
-    from diffusers import WanPipeline
-
-    pipe = WanPipeline(**wan_components())
+    pipe = WanPipeline(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                       scheduler=scheduler)
     pipe.save_pretrained(folder, safe_serialization=True)
     return pipe
 
 
 # ---------------------------------------------------------------- Qwen2 (prompt LLM)
 def build_qwen(folder):
+    """Save a tiny Qwen2ForCausalLM + tokenizer (ChatML template) to `folder`; returns (model, tokenizer)."""
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     tok = qwen_tokenizer()
-    eos = tok.eos_token_id
+    eos = [tok.eos_token_id, tok.pad_token_id]  # <|im_end|> for chat, <|endoftext|> for plain text
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True, bos_token_id=None, eos_token_id=eos, pad_token_id=tok.pad_token_id)
+                      tie_word_embeddings=True, bos_token_id=None, eos_token_id=eos[0], pad_token_id=tok.pad_token_id)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = Qwen2ForCausalLM(cfg).eval()
@@ -401,3 +385,50 @@ def build_qwen(folder):
     model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
     return model, tok
+
+
+# ---------------------------------------------------------------- cached demo folders
+BUILDERS = {"sdxl": build_sdxl, "wan": build_wan, "qwen": build_qwen}
+
+
+def demo_folder(family: str, root=None, clip_vocab: str = "openai") -> Path:
+    """The demo model folder of a family, built once under $OURVIDZ_CACHE/demo (~/.cache/ourvidz).
+
+    The name hashes this file and the torch/diffusers/transformers versions, so a change rebuilds. Built in
+    a temporary folder and renamed into place: a folder under the final name is always complete.
+    """
+    import diffusers
+    import transformers
+
+    if family not in BUILDERS:
+        raise ValueError(f"no demo model for {family!r}; known: {', '.join(BUILDERS)}")
+    root = Path(root or os.environ.get("OURVIDZ_CACHE", Path.home() / ".cache" / "ourvidz")) / "demo"
+    stamp = f"{torch.__version__}/{diffusers.__version__}/{transformers.__version__}/{clip_vocab}".encode()
+    folder = root / f"{family}-{hashlib.sha256(Path(__file__).read_bytes() + stamp).hexdigest()[:12]}"
+    if not folder.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=root))
+        try:
+            BUILDERS[family](tmp, **({"clip_vocab": clip_vocab} if family == "sdxl" else {}))
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another process finished first; its bytes are the same
+                if not folder.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def demo_sdxl_single_file(root=None, clip_vocab: str = "openai") -> tuple[Path, Path]:
+    """(checkpoint, config folder) for `from_single_file(checkpoint, config=folder)`. The config
+    folder is the demo diffusers folder; from_single_file reads only its configs and tokenizers."""
+    from diffusers import StableDiffusionXLPipeline
+
+    folder = demo_folder("sdxl", root, clip_vocab)
+    ckpt = folder.with_name(folder.name + ".safetensors")
+    if not ckpt.is_file():
+        pipe = StableDiffusionXLPipeline.from_pretrained(folder, local_files_only=True)
+        tmp = save_sdxl_single_file(pipe, ckpt.with_name(f".{ckpt.name}.{os.getpid()}"))
+        os.replace(tmp, ckpt)
+    return ckpt, folder

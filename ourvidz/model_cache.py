@@ -1,0 +1,169 @@
+"""The model cache: loaded families stay resident between jobs of a process.
+
+The seed document's plan ("pre-load models, keep them in memory, switch without reloading"),
+shared by generate, enhance, batch and the queue worker. Families stay on the GPU while they fit
+a memory budget (--vram-budget, default 90% of the card); past it the least recently used one
+is moved to CPU memory when that memory is there (a move is seconds, a cold load much more) and
+freed otherwise.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from ourvidz.errors import OurvidzError, OutOfMemory, WeightsError
+from ourvidz.pipelines.base import default_dtype, resolve_device, sync
+from ourvidz.weights import ModelSource, models_file_path, resolve_sources
+
+GB = 1e9
+
+
+def family_class(family: str):
+    if family == "sdxl":
+        from ourvidz.pipelines.sdxl import SDXLFamily
+
+        return SDXLFamily
+    if family == "wan":
+        from ourvidz.pipelines.wan import WanFamily
+
+        return WanFamily
+    if family == "qwen":
+        from ourvidz.pipelines.enhance import QwenEnhancer
+
+        return QwenEnhancer
+    raise WeightsError(f"unknown model family {family!r}")
+
+
+def available_host_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+
+
+class ModelCache:
+    def __init__(self, models_file=None, demo: bool = False, device: str | None = None,
+                 vram_budget_gb: float | None = None, offload_to_cpu: bool = True, loaders=None):
+        self.models_file = models_file
+        self.sources = resolve_sources(models_file, demo)  # a malformed models file fails here, early
+        self.device = resolve_device(device)
+        self.dtype = default_dtype(self.device)
+        self.offload_to_cpu = offload_to_cpu
+        self.loaders = loaders or {}  # family -> class, to substitute a loader (bench, tests)
+        if vram_budget_gb is not None:
+            self.budget = int(vram_budget_gb * GB)
+        elif self.device.type == "cuda":
+            self.budget = int(0.9 * torch.cuda.get_device_properties(self.device).total_memory)
+        else:
+            self.budget = None  # on the CPU everything lives in host memory anyway
+        self.resident: OrderedDict[str, Any] = OrderedDict()  # least recently used first
+        self.stats: dict[str, dict[str, float]] = {}
+
+    @property
+    def demo(self) -> bool:
+        return all(s.is_demo for s in self.sources.values())
+
+    def source(self, family: str) -> ModelSource:
+        if family not in self.sources:
+            raise WeightsError(f"no {family} weights configured in {models_file_path(self.models_file)}; add "
+                               f"'{family}: {{path: FOLDER_OR_HUB_ID}}' there, run `ourvidz models fetch {family}`, "
+                               "or use --demo")
+        return self.sources[family]
+
+    def is_demo(self, family: str) -> bool:
+        return self.source(family).is_demo
+
+    def _stat(self, family: str) -> dict[str, float]:
+        return self.stats.setdefault(family, {"loads": 0, "load_seconds": 0.0, "reuses": 0, "avoided_seconds": 0.0,
+                                              "moves": 0, "move_seconds": 0.0})
+
+    def get(self, family: str):
+        """(model, load times of this call). A resident model costs no load: its times are 0."""
+        stat = self._stat(family)
+        if family in self.resident:
+            model = self.resident.pop(family)
+            self.resident[family] = model
+            stat["reuses"] += 1
+            stat["avoided_seconds"] += sum(model.load_times.values())
+            if model.device != self.device:
+                self._make_room(model.nbytes(), keep=family)
+                t0 = time.perf_counter()
+                model.to(self.device)
+                sync(self.device)
+                dt = time.perf_counter() - t0
+                stat["moves"] += 1
+                stat["move_seconds"] += dt
+                return model, {"move from cpu": dt}
+            return model, {name: 0.0 for name in model.load_times}
+        source = self.source(family)
+        self._make_room(self._estimate(source), keep=family)
+        cls = self.loaders.get(family) or family_class(family)
+        try:
+            model = cls.load(source, self.device, self.dtype)
+        except OurvidzError:
+            raise
+        except torch.OutOfMemoryError:
+            self._free_memory()
+            raise OutOfMemory(f"out of GPU memory loading {family} ({source.describe()}); free the GPU or lower "
+                              "--vram-budget so other models are moved out first") from None
+        except Exception as exc:
+            raise WeightsError(f"cannot load {family} weights from {source.describe()}: {one_line(exc)}") from None
+        self.resident[family] = model
+        stat["loads"] += 1
+        stat["load_seconds"] += sum(model.load_times.values())
+        return model, dict(model.load_times)
+
+    def _estimate(self, source: ModelSource) -> int:
+        """Bytes a family will take on the device: its weight files' size (good to a factor of ~2)."""
+        if source.is_demo or self.budget is None:
+            return 0
+        from pathlib import Path
+
+        path = Path(source.path)
+        if path.is_file():
+            return path.stat().st_size
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.rglob("*.safetensors"))
+        return 0
+
+    def _on_device(self) -> int:
+        return sum(m.nbytes() for m in self.resident.values() if m.device == self.device)
+
+    def _make_room(self, need: int, keep: str) -> None:
+        if self.budget is None:
+            return
+        for family in list(self.resident):
+            if self._on_device() + need <= self.budget:
+                return
+            if family == keep or self.resident[family].device != self.device:
+                continue
+            self.evict(family)
+
+    def evict(self, family: str) -> None:
+        model = self.resident[family]
+        if self.offload_to_cpu and available_host_memory() > 1.2 * model.nbytes():
+            model.to(torch.device("cpu"))
+        else:
+            del self.resident[family]
+            del model
+        self._free_memory()
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def clear(self) -> None:
+        self.resident.clear()
+        self._free_memory()

@@ -1,0 +1,144 @@
+"""Writing outputs: atomically, never over an existing file, each carrying its full parameters.
+
+PNGs carry the A1111 "parameters" text chunk that other tools read, plus an "ourvidz" chunk with
+the whole sidecar; every output has a JSON sidecar beside it; videos are H.264 yuv420p MP4.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from ourvidz.errors import BadInput
+
+
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write to a temporary file in the same folder, then link it into place: readers never see a
+    half-written file, and an existing file is never replaced (the link fails instead)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise BadInput(f"{path} already exists; ourvidz never overwrites") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_replace(path: Path, data: bytes) -> Path:
+    """For files ourvidz owns and updates (manifests, reports): write then rename over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def to_json(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2, default=str).encode("utf-8") + b"\n"
+
+
+def a1111_parameters(prompt: str, negative: str, steps: int, sampler: str, cfg: float, seed: int,
+                     width: int, height: int, model: str, extra: dict[str, Any] | None = None) -> str:
+    """The text other tools (A1111, ComfyUI loaders, civitai) parse from a PNG's "parameters" chunk."""
+    fields = {"Steps": steps, "Sampler": sampler, "CFG scale": f"{cfg:g}", "Seed": seed,
+              "Size": f"{width}x{height}", "Model": model, **(extra or {})}
+    tail = ", ".join(f"{k}: {v}" for k, v in fields.items())
+    return f"{prompt}\nNegative prompt: {negative}\n{tail}"
+
+
+def parse_a1111(text: str) -> dict[str, Any]:
+    lines = text.split("\n")
+    prompt_lines, negative, tail = [], "", ""
+    for i, line in enumerate(lines):
+        if line.startswith("Negative prompt: "):
+            negative = line[len("Negative prompt: "):]
+            tail = "\n".join(lines[i + 1 :])
+            break
+        prompt_lines.append(line)
+    else:
+        tail = prompt_lines.pop() if prompt_lines and "Steps: " in prompt_lines[-1] else ""
+    result: dict[str, Any] = {"prompt": "\n".join(prompt_lines), "Negative prompt": negative}
+    for part in tail.split(", "):
+        if ": " in part:
+            key, value = part.split(": ", 1)
+            result[key] = value
+    return result
+
+
+def save_png(path: Path, image: Image.Image, parameters: str, sidecar: dict[str, Any]) -> Path:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", parameters)
+    info.add_itxt("ourvidz", json.dumps(sidecar, default=str))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return atomic_write(path, buf.getvalue())
+
+
+def save_mp4(path: Path, frames: np.ndarray, fps: int, comment: str = "") -> Path:
+    """H.264 yuv420p: what browsers and phones play. Odd sizes are padded by one pixel."""
+    import av
+
+    n, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        if comment:
+            container.metadata["comment"] = comment
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "medium"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return atomic_write(path, buf.getvalue())
+
+
+def read_video_info(path: Path) -> dict[str, Any]:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return {"frames": frames, "fps": float(stream.average_rate), "width": stream.width,
+                "height": stream.height, "codec": stream.codec_context.name, "pix_fmt": stream.codec_context.pix_fmt}
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The sidecar of a run, from the JSON itself, a PNG's ourvidz chunk, or the JSON beside a video."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path} does not exist")
+    try:
+        if path.suffix.lower() == ".png":
+            text = Image.open(path).text.get("ourvidz")
+            if text is None:
+                raise BadInput(f"{path} carries no ourvidz metadata (was it made by ourvidz?)")
+            meta = json.loads(text)
+        elif path.suffix.lower() == ".mp4":
+            return read_metadata(path.with_suffix(".json"))
+        else:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise BadInput(f"{path}: cannot read its metadata: {exc}") from None
+    if not isinstance(meta, dict) or "plan" not in meta:
+        raise BadInput(f"{path}: not an ourvidz sidecar (no 'plan')")
+    return meta

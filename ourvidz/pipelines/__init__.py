@@ -1,0 +1,1 @@
+"""One module per model family behind one small interface (base.FamilyPipeline)."""

@@ -1,0 +1,81 @@
+"""Wan 2.1 text-to-video: WanPipeline with UniPC at the preset's flow shift.
+
+Image jobs are one-frame generations saved as PNG. The VAE stays in float32 (diffusers' advice
+for Wan); the transformer and the UMT5 encoder run in the device's dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ourvidz.pipelines.base import (
+    FamilyPipeline, GenerationOutput, GenerationRequest, generators, load_component, step_callback, timed,
+)
+from ourvidz.pipelines.sdxl import source_folder
+from ourvidz.weights import ModelSource, identity
+
+MAX_TEXT_TOKENS = 512  # WanPipeline.__call__'s default; encode_prompt's own default is 226
+
+
+class WanFamily(FamilyPipeline):
+    family = "wan"
+
+    @classmethod
+    def load(cls, source: ModelSource, device: torch.device, dtype: torch.dtype) -> WanFamily:
+        from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        folder = source_folder(source)
+        times: dict[str, float] = {}
+        pipe = WanPipeline(
+            transformer=load_component(WanTransformer3DModel, folder, "transformer", device, dtype, times),
+            vae=load_component(AutoencoderKLWan, folder, "vae", device, torch.float32, times),
+            text_encoder=load_component(UMT5EncoderModel, folder, "text_encoder", device, dtype, times),
+            tokenizer=AutoTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            scheduler=UniPCMultistepScheduler.from_pretrained(folder, subfolder="scheduler"),
+        )
+        return cls(pipe, device, dtype, times, identity(source, folder))
+
+    def set_flow_shift(self, flow_shift: float) -> None:
+        from diffusers import UniPCMultistepScheduler
+
+        sched = self.pipe.scheduler
+        if not isinstance(sched, UniPCMultistepScheduler) or sched.config.get("flow_shift") != flow_shift:
+            self.pipe.scheduler = UniPCMultistepScheduler.from_config(
+                sched.config, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift)
+
+    def generate(self, req: GenerationRequest, on_step=None) -> GenerationOutput:
+        pipe, dev, out = self.pipe, self.device, GenerationOutput()
+        self.set_flow_shift(req.flow_shift)
+        with torch.inference_mode():
+            with timed(out.phases, "encode", dev):
+                pe, npe = pipe.encode_prompt(
+                    req.prompt, req.negative_prompt or None, do_classifier_free_guidance=req.guidance > 1.0,
+                    max_sequence_length=MAX_TEXT_TOKENS, device=dev)
+            with timed(out.phases, "denoise", dev):
+                latents = pipe(
+                    prompt_embeds=pe, negative_prompt_embeds=npe, height=req.height, width=req.width,
+                    num_frames=req.frames, num_inference_steps=req.steps, guidance_scale=req.guidance,
+                    generator=generators(req.seeds[:1])[0], output_type="latent",
+                    callback_on_step_end=step_callback(on_step, req.steps),
+                ).frames
+            with timed(out.phases, "decode", dev):
+                video = self.decode(latents)  # [F, H, W, 3] uint8
+        if req.frames == 1:
+            out.images = [Image.fromarray(video[0])]
+        else:
+            out.frames = video
+        return out
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """The pipeline's own decode (denormalise with the VAE's latent statistics)."""
+        vae = self.pipe.vae
+        z = vae.config.z_dim
+        latents = latents.to(vae.device, vae.dtype)
+        mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(latents)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(latents)
+        video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
+        frames = self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
+        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)

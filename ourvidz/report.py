@@ -1,0 +1,74 @@
+"""The timing report of one job: every phase, the device, the versions, and the seed document's
+time for the job type beside this run's."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from typing import Any
+
+import torch
+
+PACKAGES = ("ourvidz", "torch", "diffusers", "transformers", "accelerate")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return None
+
+
+def build_report(plan, *, device: torch.device, demo: bool, load: dict[str, float], phases: dict[str, float],
+                 total: float, files: list[str], enhancement: dict[str, Any] | None,
+                 models: dict[str, Any]) -> dict[str, Any]:
+    preset = plan.preset
+    outputs = preset.num_images if not preset.is_video else 1
+    report: dict[str, Any] = {
+        "job_type": plan.job_type,
+        "demo": demo,
+        "label": "demo: random weights" if demo else "",
+        "device": device_name(device),
+        "versions": versions(),
+        "models": models,
+        "load": load,
+        "enhancement": enhancement,
+        "phases": phases,
+        "steps": preset.steps,
+        "seconds_per_step": phases.get("denoise", 0.0) / preset.steps,
+        "total": total,
+        "per_image": total / outputs if outputs > 1 else None,
+        "peak_gpu_memory_gb": peak_memory_gb(device),
+        "size": f"{preset.width}x{preset.height}",
+        "frames": preset.frames,
+        "num_images": preset.num_images,
+        "files": files,
+    }
+    if preset.seed_doc:
+        report["seed_doc"] = {
+            "seconds": preset.seed_doc.seconds,
+            "status": preset.seed_doc.status,
+            "card": "RTX 6000 Ada",
+            "ratio_seed_doc_over_this_run": preset.seed_doc.seconds / total if total else None,
+        }
+    return report
