@@ -21,7 +21,7 @@ from ourvidz import __version__, errors
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Prompt to images and videos on your own GPU: SDXL, Wan 2.1, Qwen 2.5 enhancement.")
 presets_app = typer.Typer(no_args_is_help=True, help="List and show the job types.")
-models_app = typer.Typer(help="Where each model family's weights are, and fetching them.", invoke_without_command=True)
+models_app = typer.Typer(help="Where each model family's weights are, and fetching them.")
 app.add_typer(presets_app, name="presets")
 app.add_typer(models_app, name="models")
 # Piped output (scripts, logs) gets a wide console rather than rich's 80-column default.
@@ -103,6 +103,29 @@ def presets_show(job_type: str, presets_dir: PresetsDir = None):
     from ourvidz.views import show_yaml
 
     out.print(show_yaml(load_preset(job_type, presets_dir).model_dump()))
+
+
+@models_app.callback(invoke_without_command=True)
+@handled
+def models_status(ctx: typer.Context, models: ModelsFile = None):
+    """Each family: where its weights are configured, whether they were found, their size."""
+    if ctx.invoked_subcommand:
+        return
+    from ourvidz.views import models_table
+    from ourvidz.weights import status
+
+    out.print(models_table(status(models)))
+
+
+@models_app.command("fetch")
+@handled
+def models_fetch(family: Annotated[str, typer.Argument(help="sdxl, wan or qwen")], models: ModelsFile = None):
+    """Download a family's weights into the Hugging Face cache (for single-file SDXL: its configs)."""
+    from ourvidz.weights import FAMILIES, fetch
+
+    if family not in FAMILIES:
+        raise errors.BadInput(f"unknown family '{family}'; known: {', '.join(FAMILIES)}")
+    out.print(f"fetched {family} into {fetch(family, models)}")
 
 
 @app.command()

@@ -30,6 +30,18 @@ def presets_table(presets) -> Table:
     return table
 
 
+def models_table(rows) -> Table:
+    table = Table(title="ourvidz models", title_justify="left")
+    for col in ("family", "configured as", "found", "size", "detail"):
+        table.add_column(col)
+    for r in rows:
+        size = f"{r['bytes'] / 1e9:.2f} GB" if r["bytes"] else "-"
+        table.add_row(r["family"], r["configured"], "[green]yes[/]" if r["found"] else "[red]no[/]", size, r["detail"])
+    if rows:
+        table.caption = f"from {rows[0]['origin']}"
+    return table
+
+
 def show_yaml(data: dict[str, Any]) -> Syntax:
     return Syntax(yaml.safe_dump(data, sort_keys=False), "yaml", theme="ansi_dark", background_color="default")
 

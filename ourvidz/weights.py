@@ -35,7 +35,12 @@ DEFAULT_HUB_IDS = {
     "wan": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
     "qwen": "Qwen/Qwen2.5-7B",
 }
-USER_MODELS_FILE = Path.home() / ".config" / "ourvidz" / "models.yaml"
+
+
+def user_models_file() -> Path:
+    return Path.home() / ".config" / "ourvidz" / "models.yaml"
+
+MARKER_FILE = {"sdxl": "model_index.json", "wan": "model_index.json", "qwen": "config.json"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def models_file_path(models_file: Path | str | None) -> Path | None:
         if not Path(env).is_file():
             raise BadInput(f"$OURVIDZ_MODELS points to {env}, which does not exist")
         return Path(env)
-    return USER_MODELS_FILE if USER_MODELS_FILE.is_file() else None
+    return user_models_file() if user_models_file().is_file() else None
 
 
 def _is_hub_id(text: str) -> bool:
@@ -138,6 +143,9 @@ def local_dir(ref: str, allow_download: bool, family: str, allow_patterns=None) 
     try:
         return Path(snapshot_download(ref, local_files_only=not allow_download, allow_patterns=allow_patterns))
     except LocalEntryNotFoundError:
+        if allow_download:
+            raise WeightsError(f"cannot download {ref} for {family}: the Hugging Face hub is unreachable "
+                               "(offline, or HF_HUB_OFFLINE is set)") from None
         raise WeightsError(f"{family} weights {ref} are not in the local Hugging Face cache; run "
                            f"`ourvidz models fetch {family}` (or set allow_download: true)") from None
     except Exception as exc:  # network, auth, missing repo
@@ -157,6 +165,39 @@ def fetch(family: str, models_file=None) -> Path:
     if not _is_hub_id(ref):
         raise BadInput(f"{family} is configured as the local path {ref}: nothing to fetch")
     return local_dir(ref, True, family, allow_patterns=patterns)
+
+
+def status(models_file=None) -> list[dict]:
+    """One row a family: how it is configured, whether its weights are here, and their size."""
+    path = models_file_path(models_file)
+    sources = resolve_sources(models_file)
+    rows = []
+    for family in FAMILIES:
+        src = sources.get(family)
+        row = {"family": family, "configured": src.describe() if src else "not configured",
+               "origin": src.origin if src else str(path), "found": False, "bytes": 0, "detail": ""}
+        try:
+            if src is None:
+                row["detail"] = f"add '{family}:' to {path} or run `ourvidz models fetch {family}`"
+            elif src.is_demo:
+                row.update(found=True, detail="tiny random weights, built on first use")
+            else:
+                if src.kind != "single_file":
+                    folder = local_dir(src.path, False, family)
+                    if not (folder / MARKER_FILE[family]).is_file():
+                        raise WeightsError(f"{folder} has no {MARKER_FILE[family]}: not a {family} model folder")
+                files = [Path(src.path)] if src.kind == "single_file" else list(folder.rglob("*.safetensors"))
+                if src.kind == "single_file":
+                    safetensors_header(files[0]) if files[0].is_file() else None
+                    if not files[0].is_file():
+                        raise WeightsError(f"{files[0]} does not exist")
+                    local_dir(src.config, False, family)
+                row.update(found=bool(files), bytes=sum(f.stat().st_size for f in files),
+                           detail=f"{len(files)} weight files" if files else "no .safetensors files")
+        except WeightsError as exc:
+            row["detail"] = str(exc)
+        rows.append(row)
+    return rows
 
 
 def safetensors_header(path: Path) -> tuple[bytes, int]:

@@ -2,6 +2,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models on a small shared machine: with 2 intra-op threads and any other busy process,
+# OpenMP oversubscription made a 2-step SDXL run ~70x slower. One thread is fast and steady.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 
