@@ -148,6 +148,22 @@ def negative(job_type: str, prompt: Annotated[str, typer.Argument()] = "", negat
 
 @app.command()
 @handled
+def enhance(
+    prompt: Annotated[str, typer.Argument(help="The prompt to rewrite.")],
+    job_type: Annotated[Optional[str], typer.Option("--job-type", help="Use this job type's enhancement settings.")] = None,
+    seed: Seed = None, presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
+):
+    """Rewrite a prompt with Qwen 2.5 as the 7b_enhanced job types do; print it and its timing."""
+    from ourvidz.pipelines.enhance import enhance_prompt
+    from ourvidz.views import enhancement_panel
+
+    run = enhance_prompt(prompt, job_type=job_type, seed=seed, presets_dir=presets_dir, models=models,
+                         demo=demo, device=device)
+    out.print(enhancement_panel(run))
+
+
+@app.command()
+@handled
 def generate(
     job_type: Annotated[Optional[str], typer.Argument(help="Job type (see `ourvidz presets list`).")] = None,
     prompt: Annotated[Optional[str], typer.Argument(help="What to generate.")] = None,
@@ -159,6 +175,7 @@ def generate(
     frames: Frames = None, num_images: NumImages = None, seed: Seed = None,
     negative: Negative = "", auto_negative: AutoNegative = True, enhance: Enhance = None,
     presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", hidden=True, help="Full-size architectures with random weights (speed tests; outputs are noise).")] = False,
 ):
     """Generate images or a video for one job type."""
     from ourvidz import generate as gen
@@ -168,7 +185,7 @@ def generate(
         job_type=job_type, prompt=prompt, prompt_file=prompt_file, from_metadata=from_metadata,
         out_dir=out_dir, overrides=overrides(steps, guidance, width, height, frames, num_images),
         seed=seed, negative=negative, auto_negative=auto_negative, enhance=enhance,
-        presets_dir=presets_dir, models=models, demo=demo, device=device,
+        presets_dir=presets_dir, models=models, demo=demo, device=device, random_weights=random_weights,
     )
     plans = gen.make_plans(request)
     if dry_run:
@@ -183,6 +200,65 @@ def generate(
         with step_progress(out, plan.job_type) as on_step:
             result = gen.run_plan(plan, cache, on_step)
         print_result(out, result)
+
+
+@app.command()
+@handled
+def bench(
+    job_types: Annotated[Optional[list[str]], typer.Argument(help="Job types (default: all ten).")] = None,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Measured runs per job (after one warm-up).")] = 3,
+    video_runs: Annotated[Optional[int], typer.Option("--video-runs", min=1, help="Runs for the video jobs (default --runs).")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="random (full-size architectures, random weights), configured, or demo; default random on a GPU, demo on the CPU.")] = None,
+    ablation: Annotated[Optional[str], typer.Option("--ablation", help="Comma-separated job types to ablate (default on a GPU: sdxl_image_fast,image_fast; 'none' for none).")] = None,
+    steps: Steps = None, frames: Frames = None, num_images: NumImages = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the JSON, markdown and chart go.")] = Path("benchmarks"),
+    models: ModelsFile = None, device: Device = None,
+    cold_start: Annotated[Optional[str], typer.Option("--cold-start", help="Comma-separated job types to time from process start to files on disk (compile cache warmed by a first run).")] = None,
+):
+    """Time every job type through ourvidz and through plain diffusers in the same process."""
+    from ourvidz.bench.runner import BenchConfig, run_bench
+    from ourvidz.bench.tables import markdown, write
+    from ourvidz.pipelines.base import resolve_device
+    from ourvidz.presets import job_types as all_job_types
+
+    on_gpu = resolve_device(device).type == "cuda"
+    weights = weights or ("random" if on_gpu else "demo")
+    if weights not in ("random", "configured", "demo"):
+        raise errors.BadInput(f"--weights must be random, configured or demo (got {weights!r})")
+    if ablation is None:
+        ablation = "sdxl_image_fast,image_fast" if on_gpu else "none"
+    jobs = job_types or sorted(all_job_types())
+    cfg = BenchConfig(job_types=jobs, runs=runs, video_runs=video_runs, weights=weights, device=device,
+                      models_file=models, ablation=[] if ablation == "none" else [a for a in ablation.split(",") if a in jobs],
+                      overrides={k: v for k, v in {"steps": steps, "frames": frames, "num_images": num_images}.items() if v})
+    log = lambda line: out.print(line, highlight=False)  # noqa: E731
+    results = run_bench(cfg, log=log) if jobs != ["none"] else {}
+    if cold_start:
+        from ourvidz.bench.runner import cold_starts
+
+        results = cold_starts(results, cold_start.split(","), weights, device, models, log)
+    for path in write(results, out_dir):
+        out.print(f"wrote {path}")
+    out.print(markdown(results), highlight=False)
+
+
+@app.command()
+@handled
+def batch(
+    job_file: Annotated[Path, typer.Argument(help="YAML (a list of jobs, or jobs: [...]) or JSON Lines (.jsonl).")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Batch folder: manifest, summary, a folder per job (default outputs/batch-<file name>/).")] = None,
+    keep_order: Annotated[bool, typer.Option("--keep-order", help="Run in file order, not grouped by model family and priority.")] = False,
+    vram_budget: Annotated[Optional[float], typer.Option("--vram-budget", help="GB of GPU memory resident models may use (default 90% of the card).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the file and print the run order; load no model.")] = False,
+    presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
+):
+    """Run a file of jobs in one process, models loaded once; run it again to resume."""
+    from ourvidz.batch import run_batch
+
+    outcome = run_batch(job_file, out_dir, keep_order=keep_order, vram_budget=vram_budget, models=models, demo=demo,
+                        device=device, presets_dir=presets_dir, console=out, dry_run=dry_run)
+    if not dry_run:
+        outcome.raise_for_status()
 
 
 def main():

@@ -31,6 +31,7 @@ class Request:
     models: Path | None = None
     demo: bool = False
     device: str | None = None
+    random_weights: bool = False  # full-size architectures, random weights: speed tests only
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -83,7 +84,7 @@ def make_plans(request: Request) -> list[JobPlan]:
 
     counter = token_counter(request.models, request.demo)
     source = resolve_sources(request.models, request.demo).get(load_preset(request.job_type, request.presets_dir).family)
-    demo = source is not None and source.is_demo
+    demo = source is not None and source.is_demo and not request.random_weights
     plans = []
     for i, prompt in enumerate(prompts):
         out_dir = request.out_dir
@@ -113,6 +114,10 @@ def describe_models(request: Request, plan: JobPlan) -> str:
 def cache_for(request: Request):
     from ourvidz.model_cache import ModelCache
 
+    if request.random_weights:
+        from ourvidz.bench.architectures import RANDOM_LOADERS
+
+        return ModelCache(demo=True, device=request.device, loaders=RANDOM_LOADERS)
     return ModelCache(models_file=request.models, demo=request.demo, device=request.device)
 
 

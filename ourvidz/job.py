@@ -59,6 +59,12 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
     pipeline, times = cache.get(preset.family)
     load.update({f"{preset.family} {k}": v for k, v in times.items()})
     models[preset.family] = pipeline.identity
+    if enhancement is not None and preset.family == "sdxl":
+        # An enhanced prompt is often past CLIP's window; the pipeline truncates it. Record by how much.
+        from ourvidz.clip_tokens import CLIP_WINDOW, best_counter
+
+        tokens = best_counter(getattr(pipeline, "tokenizer", None)).count(prompt)
+        enhancement |= {"clip_tokens": tokens, "clip_window": CLIP_WINDOW, "clip_truncated": tokens > CLIP_WINDOW}
     request = GenerationRequest(
         prompt=prompt, negative_prompt=plan.negative.text, width=preset.width, height=preset.height,
         steps=preset.steps, guidance=preset.guidance, seeds=plan.seeds, frames=preset.frames,
@@ -81,6 +87,7 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
         raise GenerationFailed(f"{plan.job_type} failed while generating: {one_line(exc)}") from None
 
     phases = dict(output.phases)
+    models[preset.family] = {**pipeline.identity, "speedups": getattr(pipeline, "speedups_applied", [])}
     t_save = time.perf_counter()
     sidecar = {
         "ourvidz": __version__,

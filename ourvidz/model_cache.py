@@ -54,13 +54,16 @@ def one_line(exc: BaseException) -> str:
 
 class ModelCache:
     def __init__(self, models_file=None, demo: bool = False, device: str | None = None,
-                 vram_budget_gb: float | None = None, offload_to_cpu: bool = True, loaders=None):
+                 vram_budget_gb: float | None = None, offload_to_cpu: bool = True, loaders=None, speedups=None):
         self.models_file = models_file
         self.sources = resolve_sources(models_file, demo)  # a malformed models file fails here, early
         self.device = resolve_device(device)
         self.dtype = default_dtype(self.device)
         self.offload_to_cpu = offload_to_cpu
         self.loaders = loaders or {}  # family -> class, to substitute a loader (bench, tests)
+        from ourvidz.speedups import Speedups
+
+        self.speedups = speedups if speedups is not None else Speedups.for_device(self.device)
         if vram_budget_gb is not None:
             self.budget = int(vram_budget_gb * GB)
         elif self.device.type == "cuda":
@@ -119,6 +122,10 @@ class ModelCache:
                               "--vram-budget so other models are moved out first") from None
         except Exception as exc:
             raise WeightsError(f"cannot load {family} weights from {source.describe()}: {one_line(exc)}") from None
+        if family in ("sdxl", "wan"):
+            from ourvidz.speedups import apply
+
+            apply(model, self.speedups)
         self.resident[family] = model
         stat["loads"] += 1
         stat["load_seconds"] += sum(model.load_times.values())
@@ -131,6 +138,13 @@ class ModelCache:
         from pathlib import Path
 
         path = Path(source.path)
+        if source.kind == "hub":  # its files in the local Hugging Face cache, if they are there
+            from ourvidz.weights import local_dir
+
+            try:
+                path = local_dir(source.path, False, source.family)
+            except WeightsError:
+                return 0
         if path.is_file():
             return path.stat().st_size
         if path.is_dir():

@@ -122,6 +122,13 @@ def read_video_info(path: Path) -> dict[str, Any]:
                 "height": stream.height, "codec": stream.codec_context.name, "pix_fmt": stream.codec_context.pix_fmt}
 
 
+def read_video_frames(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     """The sidecar of a run, from the JSON itself, a PNG's ourvidz chunk, or the JSON beside a video."""
     path = Path(path)

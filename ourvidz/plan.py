@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ourvidz.clip_tokens import TokenCounter
+from ourvidz.enhancement import EnhancementSettings, load_settings
 from ourvidz.errors import BadInput
 from ourvidz.negative import NegativePrompt, build_negative
 from ourvidz.presets import Preset, load_preset
@@ -37,10 +38,17 @@ class JobPlan:
     out_dir: Path
     files: list[str] = field(default_factory=list)
     demo_resized_from: str | None = None  # "1024x1024" when the demo shrank the preset's size
+    enhancement: EnhancementSettings | None = None  # resolved at plan time when enhance is on
 
     @property
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.preset.num_images)]
+
+    def enhancement_settings(self) -> EnhancementSettings:
+        """enhancement.yaml with the preset's `enhancement:` overrides, validated."""
+        if self.enhancement is None:
+            self.enhancement = load_settings(None, self.preset.enhancement, self.job_type)
+        return self.enhancement
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +64,7 @@ class JobPlan:
             "out_dir": str(self.out_dir),
             "files": self.files,
             "demo_resized_from": self.demo_resized_from,
+            "enhancement_settings": self.enhancement.model_dump() if self.enhancement else None,
         }
 
 
@@ -118,6 +127,8 @@ def plan_job(
     taken = [f for f in files if (out_dir / f).exists()]
     if taken:
         raise BadInput(f"{out_dir} already holds {taken[0]}; ourvidz never overwrites: choose another --out")
+    enhance = preset.enhance if enhance is None else enhance
+    settings = load_settings(presets_dir, preset.enhancement, job_type) if enhance else None
     return JobPlan(
         job_type=job_type,
         preset=preset,
@@ -126,8 +137,9 @@ def plan_job(
         negative=neg,
         auto_negative=auto_negative,
         seed=seed,
-        enhance=preset.enhance if enhance is None else enhance,
+        enhance=enhance,
         out_dir=out_dir,
         files=files,
         demo_resized_from=resized,
+        enhancement=settings,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ourvidz.errors import BadInput
 
@@ -50,6 +50,16 @@ class Preset(BaseModel):
     negative_strategy: Literal["sdxl", "wan_image", "wan_video"]
     priority: int = 100
     seed_doc: SeedDocTime | None = None
+    enhancement: dict[str, Any] | None = None  # overrides of presets/enhancement.yaml for this job type
+
+    @field_validator("enhancement")
+    @classmethod
+    def _enhancement(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        from ourvidz.enhancement import check_overrides  # it imports this module
+
+        return check_overrides(value)
 
     @model_validator(mode="after")
     def _rules(self) -> Preset:

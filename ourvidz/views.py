@@ -83,6 +83,10 @@ def report_table(report: dict[str, Any]) -> Table:
     enh = report.get("enhancement")
     if enh:
         note = "fallback: original prompt used" if enh.get("fallback") else f"{enh.get('new_tokens', 0)} new tokens"
+        if not enh.get("fallback") and enh.get("chars"):
+            note += f", {enh['chars']['original']} -> {enh['chars']['text']} chars"
+        if enh.get("clip_tokens"):
+            note += f", {enh['clip_tokens']}/{enh['clip_window']} CLIP tokens" + (" (cut)" if enh.get("clip_truncated") else "")
         table.add_row("enhance prompt", _fmt(enh.get("seconds")), note)
     phases = report["phases"]
     table.add_row("encode prompt", _fmt(phases.get("encode")), "")
@@ -98,6 +102,29 @@ def report_table(report: dict[str, Any]) -> Table:
     table.caption = (f"device {report['device']} · peak GPU memory {mem:.1f} GB · " if mem else f"device {report['device']} · ") + \
         " ".join(f"{k} {v}" for k, v in report["versions"].items())
     return table
+
+
+def _preview(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def enhancement_panel(run) -> Panel:
+    """`ourvidz enhance`: the prompt to use, then where it came from and what it cost."""
+    r = run.result
+    lines = [Text(r.text)]
+    if r.fallback:
+        lines.append(Text(f"\nfallback: {r.warning}", style="yellow"))
+    else:
+        lines.append(Text(f"\n{r.new_tokens} new tokens, {len(r.original)} -> {len(r.text)} characters", style="green"))
+    if r.truncated:
+        lines.append(Text(f"the prompt was cut to fit max_input_tokens ({r.input_tokens} tokens in)", style="yellow"))
+    if run.clip_tokens is not None:
+        lines.append(Text(f"{run.clip_tokens} CLIP tokens: SDXL uses the first 77", style="yellow" if run.clip_tokens > 77 else ""))
+    load = ", ".join(f"{k} {v:.2f} s" for k, v in run.load.items())
+    lines.append(Text(f"enhance {r.seconds:.2f} s ({r.attempts} attempt{'s' if r.attempts > 1 else ''}) · load {load} · seed {run.seed}"))
+    if run.demo:
+        lines.append(Text(r.note or DEMO_LABEL, style="bold yellow"))
+    return Panel(Group(*lines), title=f"enhanced prompt{' · fallback' if r.fallback else ''}", title_align="left")
 
 
 @contextmanager
@@ -121,8 +148,104 @@ def step_progress(console: Console, label: str):
 def print_result(console: Console, result) -> None:
     if result.report.get("demo"):
         console.print(f"[bold yellow]{DEMO_LABEL}[/]: outputs are noise, made to show every part working")
-    if (result.report.get("enhancement") or {}).get("warning"):
-        console.print(f"[yellow]warning:[/] {result.report['enhancement']['warning']}")
+    enh = result.report.get("enhancement") or {}
+    if enh.get("warning"):
+        console.print(Text("warning: ", style="yellow") + Text(enh["warning"]))
+    if enh and not enh.get("fallback"):
+        console.print(Text("enhanced prompt: ", style="cyan") + Text(_preview(enh["text"])))
     console.print(report_table(result.report))
     for path in result.files:
         console.print(f"wrote {path}")
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class BatchProgress:
+    """One live display with two bars (rich allows one at a time): the batch's jobs (elapsed, ETA)
+    and the current job's denoising steps."""
+
+    def __init__(self, console: Console, total: int, done: int = 0):
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
+                   TimeElapsedColumn(), TextColumn("{task.fields[note]}"))
+        self.progress = Progress(*columns, console=console)
+        self.overall = self.progress.add_task("batch", total=total, completed=done, unit="jobs", note="")
+        self.step = None
+
+    def __enter__(self) -> BatchProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._drop_step()
+        self.progress.stop()
+
+    def _drop_step(self) -> None:
+        if self.step is not None:
+            self.progress.remove_task(self.step)
+            self.step = None
+
+    def set_eta(self, seconds: float | None) -> None:
+        self.progress.update(self.overall, note=f"ETA {_clock(seconds)}")
+
+    def job(self, label: str):
+        """The on_step callback for the next job's step bar."""
+        self._drop_step()
+        self.step = task = self.progress.add_task(f"{label}: denoise", total=None, unit="steps", note="")
+        started: list[float] = []
+
+        def on_step(done: int, total: int) -> None:
+            started.append(time.perf_counter())
+            rate = f"{(started[-1] - started[0]) / (done - 1):.2f} s/step" if done > 1 else ""
+            self.progress.update(task, completed=done, total=total, note=rate)
+
+        return on_step
+
+    def finished(self, line: str, eta: float | None) -> None:
+        self._drop_step()
+        self.progress.advance(self.overall)
+        self.set_eta(eta)
+        self.progress.console.print(line, highlight=False)
+
+
+def batch_order_table(records, batch_dir) -> Table:
+    table = Table(title=f"batch order · {batch_dir} (dry run: no model loaded)", title_justify="left")
+    for col in ("#", "job", "family", "qwen", "priority", "state", "seed", "prompt"):
+        table.add_column(col, justify="right" if col in ("#", "priority", "seed") else "left", no_wrap=col != "prompt")
+    for i, r in enumerate(records, 1):
+        table.add_row(str(i), r["id"], r["family"], "yes" if r["enhance"] else "no", str(r["priority"]), r["state"],
+                      str(r["seed"]), r["prompt"][:60])
+    return table
+
+
+def batch_summary_tables(summary: dict[str, Any]) -> list[Table]:
+    t = summary["totals"]
+    jobs = Table(title=f"batch summary · {summary['batch']} · {t['done']} of {t['jobs']} done, {t['failed']} failed, "
+                 f"{t['pending']} pending", title_justify="left")
+    for col in ("job type", "jobs", "done", "failed", "mean", "min", "max", "load paid", "load avoided"):
+        jobs.add_column(col, justify="left" if col == "job type" else "right", no_wrap=True)
+    for r in summary["by_job_type"] + [t]:
+        s = r["seconds"]
+        jobs.add_row(r["job_type"], str(r["jobs"]), str(r["done"]), str(r["failed"]), _fmt(s["mean"]), _fmt(s["min"]),
+                     _fmt(s["max"]), _fmt(r["load_paid"]), _fmt(r["load_avoided"]),
+                     style="bold" if r is t else None, end_section=r is summary["by_job_type"][-1])
+    jobs.caption = "times per job, all runs of this batch; load avoided: load time saved by models already resident"
+    fams = Table(title="model families · this run", title_justify="left")
+    for col in ("family", "loads", "load time", "reuses", "load avoided", "moves"):
+        fams.add_column(col, justify="left" if col == "family" else "right", no_wrap=True)
+    for fam, st in summary["this_run"]["families"].items():
+        fams.add_row(fam, str(st["loads"]), _fmt(st["load_seconds"]), str(st["reuses"]), _fmt(st["avoided_seconds"]),
+                     str(st.get("moves", 0)))
+    tables = [jobs, fams]
+    if summary["failures"]:
+        fails = Table(title="failures", title_justify="left")
+        for col in ("job", "line", "exit", "error"):
+            fails.add_column(col)
+        for f in summary["failures"]:
+            fails.add_row(f["id"], str(f["line"]), str(f["exit_code"]), f["error"])
+        tables.append(fails)
+    return tables

@@ -1,0 +1,466 @@
+"""`ourvidz batch FILE`: many jobs in one process, models loaded once, nothing lost.
+
+The whole file is read and every job planned before any model loads. The batch folder holds
+manifest.json, the state of every job (pending, running, done, failed), rewritten atomically
+after each change; running the same command again resumes from it. Jobs run grouped by model
+family to avoid switches (see run_order). A failed job is recorded and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ourvidz import __version__
+from ourvidz.errors import EXIT_BUG, BadInput, Interrupted, OurvidzError
+from ourvidz.jobfile import Unit, file_digest, read_job_file
+from ourvidz.outputs import atomic_replace, to_json
+
+MANIFEST, SUMMARY_JSON, SUMMARY_MD, LOCK = "manifest.json", "summary.json", "summary.md", ".lock"
+
+
+def default_batch_dir(job_file: Path) -> Path:
+    return Path("outputs") / f"batch-{Path(job_file).stem}"
+
+
+class BatchFailed(OurvidzError):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# ---------------------------------------------------------------- planning
+def plan_units(units: list[Unit], records: dict[str, dict], batch_dir: Path, job_file: Path, *, models=None,
+               demo: bool = False, presets_dir=None) -> dict[str, Any]:
+    """uid -> JobPlan for every unit not done; the first problem (in file order) is raised, naming
+    file, line and job. Seeds drawn for earlier runs (in `records`) are reused."""
+    from ourvidz.errors import PromptRefused
+    from ourvidz.plan import plan_job
+    from pydantic import ValidationError
+
+    from ourvidz.presets import Preset, load_preset
+    from ourvidz.presets import _describe as describe
+    from ourvidz.weights import resolve_sources, token_counter
+
+    sources = resolve_sources(models, demo)
+    counter = token_counter(models, demo)
+    plans, problems = {}, []
+    for u in units:
+        rec = records.get(u.uid)
+        if rec and rec["state"] == "done":
+            continue
+        line = u.line
+        try:
+            preset = load_preset(u.job_type, presets_dir)
+            try:  # checked here too, to name the field as the job file does
+                Preset.model_validate(preset.model_dump() | u.overrides)
+            except ValidationError as exc:
+                line = u.overrides_line
+                raise BadInput(f"overrides: {describe(exc)}") from None
+            seed = rec["seed"] if rec else u.seed
+            if rec is None and u.seed is not None and u.seed_step:
+                seed = u.seed + u.seed_step * preset.with_overrides(u.overrides).num_images
+            source = sources.get(preset.family)
+            plans[u.uid] = plan_job(
+                u.job_type, u.prompt, overrides=u.overrides, seed=seed, negative=u.negative,
+                auto_negative=u.auto_negative, enhance=u.enhance, out_dir=batch_dir / u.uid,
+                presets_dir=presets_dir, counter=counter, demo=source is not None and source.is_demo)
+        except (BadInput, PromptRefused) as exc:
+            line = u.prompt_line if isinstance(exc, PromptRefused) else line
+            problems.append(type(exc)(f"{job_file}:{line}: job {u.job} ({u.job_type}): {exc}"))
+    if problems:
+        first = problems[0]
+        more = f" (+{len(problems) - 1} more problems; nothing was run)" if len(problems) > 1 else " (nothing was run)"
+        raise type(first)(f"{first}{more}")
+    return plans
+
+
+def run_order(records: list[dict], keep_order: bool = False) -> list[dict]:
+    """Grouped by model family, families in the order of their most urgent (lowest) priority;
+    within a family, the jobs that need Qwen enhancement form one stretch, the stretches again
+    ordered by their lowest priority; within a stretch lower priority first, ties in file order.
+    So each model is needed in one stretch, and fast job types run first where grouping allows.
+    --keep-order: file order."""
+    if keep_order:
+        return sorted(records, key=lambda r: r["n"])
+    family_best: dict[str, int] = {}
+    stretch_best: dict[tuple, int] = {}
+    for r in records:
+        family_best[r["family"]] = min(family_best.get(r["family"], r["priority"]), r["priority"])
+        key = (r["family"], r["enhance"])
+        stretch_best[key] = min(stretch_best.get(key, r["priority"]), r["priority"])
+    return sorted(records, key=lambda r: (family_best[r["family"]], r["family"],
+                                          stretch_best[(r["family"], r["enhance"])], r["enhance"],
+                                          r["priority"], r["n"]))
+
+
+# ---------------------------------------------------------------- the manifest
+def new_record(u: Unit, plan) -> dict[str, Any]:
+    return {"id": u.uid, "n": u.n, "job": u.job, "line": u.line, "job_type": u.job_type,
+            "family": plan.preset.family, "enhance": plan.enhance, "priority": plan.preset.priority,
+            "prompt": u.prompt, "seed": plan.seed, "overrides": u.overrides, "out_dir": u.uid,
+            "state": "pending", "attempts": 0, "files": [], "writes": [], "error": None, "exit_code": None,
+            "error_class": None, "started": None, "finished": None, "seconds": None, "load_paid": None,
+            "load_avoided": None, "demo": None}
+
+
+class Manifest:
+    def __init__(self, batch_dir: Path, data: dict[str, Any]):
+        self.path = batch_dir / MANIFEST
+        self.data = data
+        self.by_id = {r["id"]: r for r in data["jobs"]}
+
+    @classmethod
+    def read(cls, batch_dir: Path) -> Manifest | None:
+        import json
+
+        path = batch_dir / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            assert isinstance(data, dict) and isinstance(data["jobs"], list)
+        except (ValueError, KeyError, AssertionError, OSError) as exc:
+            raise BadInput(f"{path} is not a readable ourvidz manifest ({type(exc).__name__}); "
+                           "use another --out") from None
+        return cls(batch_dir, data)
+
+    def save(self) -> None:
+        self.data["updated"] = _now()
+        atomic_replace(self.path, to_json(self.data))
+
+    def counts(self) -> dict[str, int]:
+        states = [r["state"] for r in self.data["jobs"]]
+        return {s: states.count(s) for s in ("pending", "running", "done", "failed")}
+
+
+def clear_partial(batch_dir: Path, rec: dict) -> list[str]:
+    """Remove what an unfinished attempt wrote (only the files that attempt was to write, and
+    their temporaries), so the redo starts clean and nothing half-made is kept as if done."""
+    removed = []
+    for rel in rec.get("writes") or []:
+        path = batch_dir / rel
+        for p in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
+            if p.is_file():
+                p.unlink()
+                removed.append(str(p.relative_to(batch_dir)))
+    rec["writes"] = []
+    return removed
+
+
+def expected_writes(plan, batch_dir: Path) -> list[str]:
+    rel = plan.out_dir.relative_to(batch_dir)
+    names = [n for f in plan.files for n in (f, str(Path(f).with_suffix(".json")))] + ["report.json"]
+    return [str(rel / n) for n in names]
+
+
+@contextmanager
+def batch_lock(batch_dir: Path):
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    batch_dir.mkdir(parents=True, exist_ok=True)
+    with open(batch_dir / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BadInput(f"another `ourvidz batch` is working in {batch_dir}; wait for it or use "
+                           "another --out") from None
+        yield
+
+
+# ---------------------------------------------------------------- signals and rates
+class StopSignals:
+    """First Ctrl-C/SIGTERM: stop after the current job. Second: stop now (KeyboardInterrupt),
+    but never in the middle of a manifest write."""
+
+    def __init__(self):
+        self.count = 0
+        self._critical = False
+        self._deferred = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        self.count += 1
+        if self.count == 1:
+            os.write(2, b"\nstopping after the current job (signal again to stop now)\n")
+        elif self._critical:
+            self._deferred = True
+        else:
+            raise KeyboardInterrupt
+
+    @property
+    def requested(self) -> bool:
+        return self.count > 0
+
+    @contextmanager
+    def critical(self):
+        self._critical = True
+        try:
+            yield
+        finally:
+            self._critical = False
+        if self._deferred:
+            self._deferred = False
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class Rates:
+    """Seconds per job by job type, without model loads: the ETA's basis."""
+
+    seen: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, rec: dict) -> None:
+        self.seen.setdefault(rec["job_type"], []).append(max(0.0, rec["seconds"] - (rec["load_paid"] or 0.0)))
+
+    def eta(self, remaining: list[dict]) -> float | None:
+        every = [s for v in self.seen.values() for s in v]
+        if not every:
+            return None
+        overall = sum(every) / len(every)
+        means = {k: sum(v) / len(v) for k, v in self.seen.items()}
+        return sum(means.get(r["job_type"], overall) for r in remaining)
+
+
+# ---------------------------------------------------------------- running
+@dataclass
+class Outcome:
+    batch_dir: Path
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    interrupted: bool = False
+
+    def raise_for_status(self) -> None:
+        t = self.summary["totals"]
+        if self.interrupted:
+            raise Interrupted(f"interrupted: {t['done']} of {t['jobs']} jobs done, {t['pending']} left; run the same "
+                              f"command again to resume (manifest: {self.batch_dir / MANIFEST})")
+        failed = [r for r in self.manifest["jobs"] if r["state"] == "failed"]
+        if failed:
+            first = min(failed, key=lambda r: r["finished"] or "")
+            raise BatchFailed(f"{len(failed)} of {t['jobs']} jobs failed (first: {first['id']}: {first['error']}); see "
+                              f"{self.batch_dir / SUMMARY_MD}; run the same command again to retry them",
+                              first["exit_code"] or EXIT_BUG)
+
+
+def run_batch(job_file: Path | str, out_dir: Path | None = None, *, keep_order: bool = False,
+              vram_budget: float | None = None, models=None, demo: bool = False, device: str | None = None,
+              presets_dir=None, console=None, dry_run: bool = False, cache=None) -> Outcome:
+    from rich.console import Console
+
+    console = console or Console()
+    job_file = Path(job_file)
+    batch_dir = Path(out_dir) if out_dir else default_batch_dir(job_file)
+    units = read_job_file(job_file)
+    digest = file_digest(units)
+    old = Manifest.read(batch_dir)
+    if old is not None and old.data.get("jobs_digest") != digest:
+        done = old.counts()["done"]
+        raise BadInput(f"{job_file} is not the job file of the batch in {batch_dir} (its jobs changed since "
+                       f"{MANIFEST} was made; {done} jobs done there): restore the file, or give another --out")
+    if dry_run:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as empty:  # an unfinished job's partial files don't count here
+            plans = plan_units(units, old.by_id if old else {}, Path(empty), job_file, models=models, demo=demo,
+                               presets_dir=presets_dir)
+        recs = [old.by_id[u.uid] if old and u.uid in old.by_id and u.uid not in plans else new_record(u, plans[u.uid])
+                for u in units]
+        from ourvidz.views import batch_order_table
+
+        console.print(batch_order_table(run_order(recs, keep_order), batch_dir))
+        return Outcome(batch_dir, old.data if old else {"jobs": recs}, {})
+    with batch_lock(batch_dir):
+        manifest = Manifest.read(batch_dir)  # again, under the lock
+        if manifest is not None and manifest.data.get("jobs_digest") != digest:
+            raise BadInput(f"the batch in {batch_dir} changed while this one started; use another --out")
+        for rec in (manifest.data["jobs"] if manifest else []):
+            if rec["state"] != "done":
+                clear_partial(batch_dir, rec)
+        plans = plan_units(units, manifest.by_id if manifest else {}, batch_dir, job_file, models=models,
+                           demo=demo, presets_dir=presets_dir)
+        if manifest is None:
+            manifest = Manifest(batch_dir, {
+                "ourvidz": __version__, "format": 1, "job_file": str(job_file.resolve()), "jobs_digest": digest,
+                "created": _now(), "updated": None, "order": [], "runs": [],
+                "jobs": [new_record(u, plans[u.uid]) for u in units]})
+        for rec in manifest.data["jobs"]:
+            if rec["id"] in plans:  # presets may have changed since: refresh what ordering reads
+                p = plans[rec["id"]]
+                rec.update(family=p.preset.family, priority=p.preset.priority, enhance=p.enhance)
+            if rec["state"] == "running":  # a run that was killed: it did not finish this job
+                rec.update(state="pending", error="the batch stopped during this job (killed?); redone")
+        for run in manifest.data["runs"]:
+            if run["outcome"] == "running":
+                run["outcome"] = "killed"
+        order = run_order(manifest.data["jobs"], keep_order)
+        manifest.data["order"] = [r["id"] for r in order]
+        run = {"started": _now(), "pid": os.getpid(), "finished": None, "outcome": "running", "families": {}}
+        manifest.data["runs"].append(run)
+        manifest.save()
+        return _run(manifest, order, plans, batch_dir, run, console, cache or _cache(models, demo, device, vram_budget))
+
+
+def _cache(models, demo, device, vram_budget):
+    from ourvidz.model_cache import ModelCache
+
+    return ModelCache(models_file=models, demo=demo, device=device, vram_budget_gb=vram_budget)
+
+
+def _run(manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, run: dict, console, cache) -> Outcome:
+    from ourvidz.job import run_job
+    from ourvidz.model_cache import one_line
+    from ourvidz.views import BatchProgress, batch_summary_tables
+
+    t_start = time.perf_counter()
+    rates = Rates()
+    for rec in manifest.data["jobs"]:
+        if rec["state"] == "done" and rec["seconds"] is not None:
+            rates.add(rec)
+    queue = [r for r in order if r["state"] != "done"]
+    total, done = len(order), len(order) - len(queue)
+    if cache.demo:
+        console.print("[bold yellow]demo: random weights[/] (no models file: the tiny built-in demo models)")
+    if done:
+        console.print(f"resuming {batch_dir}: {done} of {total} jobs already done, {len(queue)} to run")
+    interrupted, current = False, None
+    with StopSignals() as stop, BatchProgress(console, total, done) as progress:
+        progress.set_eta(rates.eta(queue))
+        try:
+            for i, rec in enumerate(queue):
+                if stop.requested:
+                    interrupted = True
+                    break
+                plan, current = plans[rec["id"]], rec
+                with stop.critical():
+                    rec.update(state="running", attempts=rec["attempts"] + 1, started=_now(), finished=None,
+                               error=None, exit_code=None, error_class=None, files=[],
+                               writes=expected_writes(plan, batch_dir))
+                    manifest.save()
+                avoided0 = sum(s["avoided_seconds"] for s in cache.stats.values())
+                t0 = time.perf_counter()
+                try:
+                    result = run_job(plan, cache, progress.job(f"[{done + i + 1}/{total}] {rec['job_type']}"))
+                except OurvidzError as exc:
+                    failure = (str(exc), exc.exit_code, type(exc).__name__)
+                except Exception as exc:  # a bug in one job must not end the night's batch
+                    failure = (f"unexpected {one_line(exc)}", EXIT_BUG, "bug")
+                else:
+                    failure = None
+                seconds = time.perf_counter() - t0
+                with stop.critical():
+                    rec["finished"] = _now()
+                    if failure is None:
+                        report = result.report
+                        rec.update(state="done", files=[str(p.relative_to(batch_dir)) for p in result.files],
+                                   seconds=report["total"], load_paid=sum(report["load"].values()), demo=report["demo"],
+                                   load_avoided=sum(s["avoided_seconds"] for s in cache.stats.values()) - avoided0)
+                        rates.add(rec)
+                    else:
+                        rec.update(state="failed", error=failure[0], exit_code=failure[1], error_class=failure[2],
+                                   seconds=seconds)
+                    rec["writes"] = []
+                    current = None
+                    manifest.save()
+                progress.finished(_job_line(rec, batch_dir), rates.eta(queue[i + 1:]))
+        except KeyboardInterrupt:
+            interrupted = True
+            if current is not None and current["state"] == "running":
+                current.update(state="pending", finished=_now(), error="interrupted; redone on the next run")
+    run.update(finished=_now(), outcome="interrupted" if interrupted else "completed",
+               seconds=time.perf_counter() - t_start, families=cache.stats)
+    manifest.save()
+    summary = build_summary(manifest, run, batch_dir)
+    atomic_replace(batch_dir / SUMMARY_JSON, to_json(summary))
+    atomic_replace(batch_dir / SUMMARY_MD, summary_markdown(summary).encode())
+    for table in batch_summary_tables(summary):
+        console.print(table)
+    return Outcome(batch_dir, manifest.data, summary, interrupted)
+
+
+def _job_line(rec: dict, batch_dir: Path) -> str:
+    if rec["state"] == "done":
+        load = f", load {rec['load_paid']:.1f} s" if rec["load_paid"] else ", models resident"
+        return f"[green]done[/] {rec['id']} in {rec['seconds']:.1f} s{load} -> {batch_dir / rec['out_dir']}"
+    return f"[red]failed[/] {rec['id']} (exit {rec['exit_code']}): {rec['error']}"
+
+
+# ---------------------------------------------------------------- the summary
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "min": None, "max": None}
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+
+def build_summary(manifest: Manifest, run: dict, batch_dir: Path) -> dict[str, Any]:
+    jobs = manifest.data["jobs"]
+    types: dict[str, list[dict]] = {}
+    for r in sorted(jobs, key=lambda r: (r["priority"], r["job_type"])):
+        types.setdefault(r["job_type"], []).append(r)
+
+    def row(name: str, recs: list[dict]) -> dict[str, Any]:
+        done = [r for r in recs if r["state"] == "done"]
+        return {"job_type": name, "jobs": len(recs), "done": len(done),
+                "failed": sum(r["state"] == "failed" for r in recs),
+                "pending": sum(r["state"] in ("pending", "running") for r in recs),
+                "seconds": _stats([r["seconds"] for r in done]),
+                "load_paid": sum(r["load_paid"] or 0.0 for r in done),
+                "load_avoided": sum(r["load_avoided"] or 0.0 for r in done)}
+
+    by_type = [row(name, recs) for name, recs in types.items()]
+    totals = row("all", jobs)
+    return {"batch": str(batch_dir), "job_file": manifest.data["job_file"], "runs": len(manifest.data["runs"]),
+            "this_run": {"started": run["started"], "finished": run["finished"], "outcome": run["outcome"],
+                         "seconds": run.get("seconds"), "families": run["families"]},
+            "totals": totals, "by_job_type": by_type,
+            "failures": [{"id": r["id"], "job_type": r["job_type"], "line": r["line"], "error": r["error"],
+                          "exit_code": r["exit_code"], "error_class": r["error_class"]}
+                         for r in jobs if r["state"] == "failed"]}
+
+
+def _s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    t = summary["totals"]
+    lines = [f"# Batch summary: {summary['batch']}", "",
+             f"Job file `{summary['job_file']}`; {t['done']} of {t['jobs']} jobs done, {t['failed']} failed, "
+             f"{t['pending']} pending; run {summary['runs']} ({summary['this_run']['outcome']}).", "",
+             "| job type | jobs | done | failed | mean | min | max | load paid | load avoided |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in summary["by_job_type"] + [t]:
+        s = r["seconds"]
+        lines.append(f"| {r['job_type']} | {r['jobs']} | {r['done']} | {r['failed']} | {_s(s['mean'])} | "
+                     f"{_s(s['min'])} | {_s(s['max'])} | {_s(r['load_paid'])} | {_s(r['load_avoided'])} |")
+    lines += ["", "Model families in this run:", "", "| family | loads | load time | reuses | load avoided |",
+              "|---|---:|---:|---:|---:|"]
+    for fam, st in summary["this_run"]["families"].items():
+        lines.append(f"| {fam} | {st['loads']} | {_s(st['load_seconds'])} | {st['reuses']} | {_s(st['avoided_seconds'])} |")
+    if summary["failures"]:
+        lines += ["", "Failures:", ""] + [f"- `{f['id']}` (line {f['line']}, exit {f['exit_code']}): {f['error']}"
+                                          for f in summary["failures"]]
+    return "\n".join(lines) + "\n"

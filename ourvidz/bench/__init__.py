@@ -1,0 +1,1 @@
+"""The benchmark: full-size random-weight architectures, plain diffusers beside ourvidz."""

@@ -1,0 +1,260 @@
+"""`ourvidz bench`: every job type as a user runs it, against plain diffusers in the same process.
+
+Order matters because the speed-ups change the models in place: first the plain diffusers
+pipelines run every job type (and the flop counter counts each job), then the speed-ups are
+switched on (stage by stage for the ablation job types) and the same jobs run through ourvidz.
+Both paths share the weights, so each row's ratio compares code, not models.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ourvidz.job import run_job
+from ourvidz.model_cache import ModelCache
+from ourvidz.outputs import save_mp4
+from ourvidz.pipelines.base import generators, sync
+from ourvidz.plan import plan_job
+from ourvidz.presets import load_preset
+from ourvidz.speedups import SWITCHES, Speedups, apply
+
+PROMPT = "a lighthouse on a cliff in a storm at night, waves crashing, cinematic lighting"
+SEED = 1234
+
+
+@dataclass
+class BenchConfig:
+    job_types: list[str]
+    runs: int = 3
+    weights: str = "random"  # random | configured | demo
+    device: str | None = None
+    models_file: Path | None = None
+    ablation: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)  # e.g. steps/frames for a quick CPU run
+    video_runs: int | None = None  # fewer runs for the 81-frame jobs
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def card_matmul_tflops(device: torch.device) -> float | None:
+    """The card's dense bf16 rate, measured now: the floor is arithmetic at this rate."""
+    if device.type != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    sync(device)
+    return 20 * 2 * 8192**3 / (time.perf_counter() - t0) / 1e12
+
+
+def plain_job(cache: ModelCache, plan, out: Path) -> tuple[Any, float]:
+    """The job through the plain diffusers pipeline call a user would write; our writer saves it."""
+    p = plan.preset
+    t0 = time.perf_counter()
+    prompt = plan.prompt
+    if plan.enhance:
+        enhancer, _ = cache.get("qwen")
+        prompt = enhancer.enhance(plan.prompt, seed=plan.seed, settings=plan.enhancement_settings()).text
+    fam, _ = cache.get(p.family)
+    neg = plan.negative.text or None
+    with torch.inference_mode():
+        if p.family == "sdxl":
+            result = fam.pipe(prompt=prompt, negative_prompt=neg, num_images_per_prompt=p.num_images,
+                              generator=generators(plan.seeds), num_inference_steps=p.steps,
+                              guidance_scale=p.guidance, width=p.width, height=p.height).images
+            for i, image in enumerate(result):
+                image.save(out / f"plain-{i:02d}.png")
+            pixels = np.stack([np.asarray(im) for im in result])
+        else:
+            fam.set_flow_shift(p.flow_shift)
+            frames = fam.pipe(prompt=prompt, negative_prompt=neg, height=p.height, width=p.width,
+                              num_frames=p.frames, num_inference_steps=p.steps, guidance_scale=p.guidance,
+                              generator=generators(plan.seeds[:1])[0]).frames[0]
+            pixels = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+            if p.is_video:
+                video = save_mp4(out / f"plain-{time.monotonic_ns()}.mp4", pixels, p.fps)
+            else:
+                from PIL import Image
+
+                Image.fromarray(pixels[0]).save(out / "plain.png")
+    sync(cache.device)
+    seconds = time.perf_counter() - t0
+    if p.is_video:  # compared after the same encoding as ourvidz's own MP4
+        from ourvidz.outputs import read_video_frames
+
+        pixels = read_video_frames(video)
+    return pixels, seconds
+
+
+def count_flops(cache: ModelCache, plan_for: Callable[..., Any], out: Path) -> float | None:
+    """FLOPs of a whole job: the flop counter over 1 and 2 steps gives the fixed part and the per-step part."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts = []
+    for steps in (1, 2):
+        with FlopCounterMode(display=False) as counter:
+            plain_job(cache, plan_for(steps=steps), out)
+        counts.append(counter.get_total_flops())
+    per_step, fixed = counts[1] - counts[0], 2 * counts[0] - counts[1]
+    return fixed + per_step * plan_for().preset.steps
+
+
+def pixels_of(result) -> np.ndarray:
+    from PIL import Image
+
+    images = [Image.open(f) for f in result.files if f.suffix == ".png"]
+    if images:
+        return np.stack([np.asarray(im.convert("RGB")) for im in images])
+    from ourvidz.outputs import read_video_frames
+
+    return read_video_frames(next(f for f in result.files if f.suffix == ".mp4"))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from ourvidz.bench.architectures import RANDOM_LOADERS
+    from ourvidz.report import device_name, versions
+    from ourvidz.weights import token_counter
+
+    demo = cfg.weights == "demo"
+    loaders = RANDOM_LOADERS if cfg.weights == "random" else {}
+    cache = ModelCache(models_file=cfg.models_file, demo=demo or cfg.weights == "random", device=cfg.device,
+                       speedups=Speedups.off(), loaders=loaders, vram_budget_gb=1e6)
+    device = cache.device
+    work = Path(tempfile.mkdtemp(prefix="ourvidz-bench-"))
+    counter = token_counter(cfg.models_file, demo)
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"), "card": device_name(device), "versions": versions(),
+        "weights": cfg.weights, "runs": cfg.runs, "overrides": cfg.overrides, "prompt": PROMPT, "seed": SEED,
+        "matmul_tflops": card_matmul_tflops(device), "rows": {}, "ablation": {},
+    }
+
+    def make_plan(job: str, tag: str, **extra):
+        preset = load_preset(job)  # a quick run's --frames/--num-images apply where the job has them
+        over = {k: v for k, v in cfg.overrides.items()
+                if not (k == "frames" and not preset.is_video or k == "num_images" and preset.family != "sdxl")}
+        return plan_job(job, PROMPT, overrides={**over, **extra}, seed=SEED, counter=counter,
+                        demo=demo, out_dir=work / f"{job}-{tag}-{time.monotonic_ns()}")
+
+    def runs_for(job: str) -> int:
+        return (cfg.video_runs or cfg.runs) if make_plan(job, "probe").preset.is_video else cfg.runs
+
+    # 1. Plain diffusers: one warm-up, then the measured runs; and the job's FLOPs.
+    plain_pixels = {}
+    for job in cfg.job_types:
+        plan = make_plan(job, "plain")
+        plan.out_dir.mkdir(parents=True)
+        t_load = time.perf_counter()
+        for family in [plan.preset.family] + (["qwen"] if plan.enhance else []):
+            cache.get(family)
+        load = time.perf_counter() - t_load
+        pixels, first = plain_job(cache, plan, plan.out_dir)
+        times = [plain_job(cache, plan, plan.out_dir)[1] for _ in range(runs_for(job))]
+        plain_pixels[job] = pixels
+        flops = count_flops(cache, lambda steps=None: make_plan(job, "flops", **({"steps": steps} if steps else {})),
+                            plan.out_dir) if device.type == "cuda" else None
+        results["rows"][job] = {"plain": {**stats(times), "first": first, "model_build_s": load}, "flops": flops}
+        log(f"plain   {job:24s} median {statistics.median(times):8.2f} s  (first {first:.2f} s)")
+
+    # 2. ourvidz: the ablation stages first (cumulative), then every job with all speed-ups on.
+    full = Speedups()
+    cache.speedups = full
+    for job in cfg.ablation:
+        family = make_plan(job, "abl").preset.family
+        model, _ = cache.get(family)
+        stages = []
+        for name in SWITCHES:
+            before = list(model.__dict__.get("speedups_applied", []))
+            apply(model, full, only=SWITCHES[: SWITCHES.index(name) + 1])
+            if model.__dict__.get("speedups_applied", []) == before:
+                continue  # this switch does nothing for this family
+            first = run_job(make_plan(job, f"abl-{name}"), cache).report["total"]
+            times = [run_job(make_plan(job, f"abl-{name}"), cache).report["total"] for _ in range(cfg.runs)]
+            stages.append({"added": name, **stats(times), "first": first})
+            log(f"ablate  {job:24s} +{name:18s} median {statistics.median(times):8.2f} s  (first {first:.2f} s)")
+        results["ablation"][job] = stages
+    for family, model in list(cache.resident.items()):
+        if family in ("sdxl", "wan"):
+            apply(model, full)
+
+    for job in cfg.job_types:
+        first = run_job(make_plan(job, "first"), cache)
+        reports = [run_job(make_plan(job, "fast"), cache) for _ in range(runs_for(job))]
+        row = results["rows"][job]
+        totals = [r.report["total"] for r in reports]
+        phases = {k: statistics.median([r.report["phases"].get(k, 0.0) for r in reports])
+                  for k in ("encode", "denoise", "decode", "save")}
+        enh = [r.report["enhancement"]["seconds"] for r in reports if r.report.get("enhancement")]
+        if enh:
+            phases["enhance"] = statistics.median(enh)
+        ours = pixels_of(reports[-1])
+        row["ourvidz"] = {**stats(totals), "first": first.report["total"], "phases": phases,
+                          "load_in_job_s": sum(reports[-1].report["load"].values()),
+                          "peak_gpu_memory_gb": max((r.report["peak_gpu_memory_gb"] or 0) for r in reports) or None,
+                          "speedups": reports[-1].report["models"][first.plan.preset.family].get("speedups", [])}
+        row["ratio"] = row["plain"]["median"] / row["ourvidz"]["median"]
+        row["exact"] = {"psnr_db": psnr(ours, plain_pixels[job]),
+                        "max_abs_diff": int(np.abs(ours.astype(int) - plain_pixels[job].astype(int)).max())}
+        if row["flops"]:
+            row["achieved_tflops"] = row["flops"] / row["ourvidz"]["median"] / 1e12
+            if results["matmul_tflops"]:
+                row["floor_s"] = row["flops"] / (results["matmul_tflops"] * 1e12)
+        doc = make_plan(job, "doc").preset.seed_doc
+        row["seed_doc"] = {"seconds": doc.seconds, "status": doc.status} if doc else None
+        log(f"ourvidz {job:24s} median {row['ourvidz']['median']:8.2f} s  ratio {row['ratio']:.2f}x  "
+            f"PSNR vs plain {row['exact']['psnr_db']:.1f} dB")
+    results["cache_stats"] = cache.stats
+    return results
+
+
+def cold_starts(results: dict[str, Any], jobs: list[str], weights: str, device: str | None, models_file,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Process start to files on disk, as a user runs it; the first run fills the compile cache."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ourvidz.pipelines.base import resolve_device
+    from ourvidz.report import device_name, versions
+
+    results = results or {"date": time.strftime("%Y-%m-%d"), "card": device_name(resolve_device(device)),
+                          "versions": versions(), "weights": weights, "runs": 1, "rows": {}, "ablation": {}}
+    flags = {"random": ["--random-weights"], "demo": ["--demo"], "configured": []}[weights]
+    flags += (["--models", str(models_file)] if models_file else []) + (["--device", device] if device else [])
+    cold = results.setdefault("cold_start", {})
+    work = Path(tempfile.mkdtemp(prefix="ourvidz-cold-"))
+    for job in jobs:
+        walls = []
+        for attempt in ("fill-cache", "measured"):
+            out = work / f"{job}-{attempt}"
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "ourvidz", "generate", job, PROMPT, "--seed", str(SEED),
+                                   "--out", str(out), *flags], capture_output=True, text=True, env=os.environ.copy())
+            walls.append(time.perf_counter() - t0)
+            if proc.returncode:
+                raise RuntimeError(f"cold start of {job} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        report = json.loads((out / "report.json").read_text())
+        cold[job] = {"wall_s": walls[1], "first_fill_s": walls[0], "load_s": sum(report["load"].values()),
+                     "denoise_s": report["phases"]["denoise"], "job_total_s": report["total"]}
+        log(f"cold    {job:24s} {walls[1]:8.2f} s to files on disk (cache-filling run {walls[0]:.2f} s)")
+    return results

@@ -1,0 +1,109 @@
+"""Bench results as files: benchmarks/<date>-<card>.json, a markdown table and a PNG bar chart."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ourvidz.outputs import atomic_replace, to_json
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Rows of several bench calls on the same card and versions (a long bench is split in calls)."""
+    if old.get("card") != new.get("card") or old.get("versions") != new.get("versions"):
+        raise ValueError(f"cannot merge results from {old.get('card')} into a run on {new.get('card')}")
+    merged = {**old, **{k: v for k, v in new.items() if k not in ("rows", "ablation", "cold_start")}}
+    for key in ("rows", "ablation", "cold_start"):
+        merged[key] = {**old.get(key, {}), **new.get(key, {})}
+    return merged
+
+
+def slug(card: str) -> str:
+    name = card.split("(")[-1].rstrip(")") if "(" in card else card
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40]
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    v = results["versions"]
+    lines = [
+        f"Card: {results['card']}; torch {v.get('torch')}, diffusers {v.get('diffusers')}, transformers "
+        f"{v.get('transformers')}; weights: {results['weights']}; runs per job: {results['runs']} "
+        f"(median; min-max in brackets); measured bf16 matmul rate: "
+        + (f"{results['matmul_tflops']:.0f} TFLOP/s" if results.get("matmul_tflops") else "n/a"),
+        "",
+        "| job type | seed doc (RTX 6000 Ada) | plain diffusers | ourvidz | ratio | ourvidz first run | achieved TFLOP/s | floor | peak GPU mem | PSNR vs plain |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for job, r in results["rows"].items():
+        if "ourvidz" not in r:
+            continue
+        o, p = r["ourvidz"], r["plain"]
+        doc = f"{r['seed_doc']['seconds']:g} s ({r['seed_doc']['status']})" if r.get("seed_doc") else "-"
+        tf = f"{r['achieved_tflops']:.0f}" if r.get("achieved_tflops") else "-"
+        mem = f"{o['peak_gpu_memory_gb']:.1f} GB" if o.get("peak_gpu_memory_gb") else "-"
+        psnr = r["exact"]["psnr_db"]
+        lines.append(
+            f"| {job} | {doc} | {_s(p['median'])} [{p['min']:.2f}-{p['max']:.2f}] | {_s(o['median'])} "
+            f"[{o['min']:.2f}-{o['max']:.2f}] | **{r['ratio']:.2f}x** | {_s(o['first'])} | {tf} | {_s(r.get('floor_s'))} | "
+            f"{mem} | {'identical' if psnr == float('inf') else f'{psnr:.1f} dB'} |")
+    if results.get("ablation"):
+        lines += ["", "Ablation (speed-ups added one at a time, cumulative; same job, same process):", "",
+                  "| job type | plain diffusers | + speed-up | median | ratio to plain | first run |", "|---|---|---|---|---|---|"]
+        for job, stages in results["ablation"].items():
+            plain = results["rows"][job]["plain"]["median"]
+            for st in stages:
+                lines.append(f"| {job} | {_s(plain)} | {st['added']} | {_s(st['median'])} | {plain / st['median']:.2f}x | {_s(st['first'])} |")
+    if results.get("cold_start"):
+        lines += ["", "Cold start (process start to files on disk, compile cache warm):", "",
+                  "| job type | wall time | of which model build/load | first-call compile + denoise |", "|---|---|---|---|"]
+        for job, c in results["cold_start"].items():
+            lines.append(f"| {job} | {_s(c['wall_s'])} | {_s(c.get('load_s'))} | {_s(c.get('denoise_s'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    jobs = [j for j, r in results["rows"].items() if "ourvidz" in r]
+    series = [("seed doc (RTX 6000 Ada)", [(results["rows"][j].get("seed_doc") or {}).get("seconds", 0) for j in jobs]),
+              ("plain diffusers", [results["rows"][j]["plain"]["median"] for j in jobs]),
+              ("ourvidz", [results["rows"][j]["ourvidz"]["median"] for j in jobs])]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(jobs)), 4.5))
+    width = 0.27
+    for i, (label, values) in enumerate(series):
+        ax.bar([x + (i - 1) * width for x in range(len(jobs))], values, width, label=label)
+    ax.set_xticks(range(len(jobs)), jobs, rotation=30, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds per job (log scale)")
+    ax.set_title(f"{results['card']}, {results['weights']} weights", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_replace(path, buf.getvalue())
+
+
+def write(results: dict[str, Any], out_dir: Path, append: bool = True) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{results['date']}-{slug(results['card'])}"
+    json_path = stem.with_suffix(".json")
+    if append and json_path.is_file():
+        results = merge(json.loads(json_path.read_text()), results)
+    files = [atomic_replace(json_path, to_json(results)),
+             atomic_replace(stem.with_suffix(".md"), markdown(results).encode())]
+    png = chart(results, stem.with_suffix(".png"))
+    return files + ([png] if png else [])
