@@ -135,8 +135,10 @@ class Manifest:
                            "use another --out") from None
         return cls(batch_dir, data)
 
-    def save(self) -> None:
+    def save(self, cache=None) -> None:
         self.data["updated"] = _now()
+        if cache is not None:  # this run's model loads so far, kept even if the process is killed
+            self.data["runs"][-1]["families"] = cache.stats
         atomic_replace(self.path, to_json(self.data))
 
     def counts(self) -> dict[str, int]:
@@ -287,22 +289,30 @@ def run_batch(job_file: Path | str, out_dir: Path | None = None, *, keep_order: 
         with tempfile.TemporaryDirectory() as empty:  # an unfinished job's partial files don't count here
             plans = plan_units(units, old.by_id if old else {}, Path(empty), job_file, models=models, demo=demo,
                                presets_dir=presets_dir)
-        recs = [old.by_id[u.uid] if old and u.uid in old.by_id and u.uid not in plans else new_record(u, plans[u.uid])
-                for u in units]
+        recs = [old.by_id[u.uid] if old and u.uid in old.by_id else new_record(u, plans[u.uid]) for u in units]
+        for u, r in zip(units, recs):
+            if r["state"] == "pending" and u.seed is None and not old:
+                r["seed"] = "random"
         from ourvidz.views import batch_order_table
 
         console.print(batch_order_table(run_order(recs, keep_order), batch_dir))
         return Outcome(batch_dir, old.data if old else {"jobs": recs}, {})
+    # A new batch is planned (checked) before its folder exists: a bad file leaves nothing behind.
+    plans = None if old else plan_units(units, {}, batch_dir, job_file, models=models, demo=demo,
+                                        presets_dir=presets_dir)
     with batch_lock(batch_dir):
         manifest = Manifest.read(batch_dir)  # again, under the lock
-        if manifest is not None and manifest.data.get("jobs_digest") != digest:
-            raise BadInput(f"the batch in {batch_dir} changed while this one started; use another --out")
-        for rec in (manifest.data["jobs"] if manifest else []):
-            if rec["state"] != "done":
-                clear_partial(batch_dir, rec)
-        plans = plan_units(units, manifest.by_id if manifest else {}, batch_dir, job_file, models=models,
-                           demo=demo, presets_dir=presets_dir)
-        if manifest is None:
+        for tmp in batch_dir.glob(".*.tmp"):  # a killed run's unfinished manifest or summary write
+            tmp.unlink()
+        if manifest is not None:
+            if manifest.data.get("jobs_digest") != digest:
+                raise BadInput(f"the batch in {batch_dir} changed while this one started; use another --out")
+            for rec in manifest.data["jobs"]:
+                if rec["state"] != "done":
+                    clear_partial(batch_dir, rec)
+            plans = plan_units(units, manifest.by_id, batch_dir, job_file, models=models, demo=demo,
+                               presets_dir=presets_dir)
+        else:
             manifest = Manifest(batch_dir, {
                 "ourvidz": __version__, "format": 1, "job_file": str(job_file.resolve()), "jobs_digest": digest,
                 "created": _now(), "updated": None, "order": [], "runs": [],
@@ -359,7 +369,7 @@ def _run(manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, ru
                     rec.update(state="running", attempts=rec["attempts"] + 1, started=_now(), finished=None,
                                error=None, exit_code=None, error_class=None, files=[],
                                writes=expected_writes(plan, batch_dir))
-                    manifest.save()
+                    manifest.save(cache)
                 avoided0 = sum(s["avoided_seconds"] for s in cache.stats.values())
                 t0 = time.perf_counter()
                 try:
@@ -384,7 +394,7 @@ def _run(manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, ru
                                    seconds=seconds)
                     rec["writes"] = []
                     current = None
-                    manifest.save()
+                    manifest.save(cache)
                 progress.finished(_job_line(rec, batch_dir), rates.eta(queue[i + 1:]))
         except KeyboardInterrupt:
             interrupted = True

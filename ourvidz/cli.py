@@ -261,6 +261,83 @@ def batch(
         outcome.raise_for_status()
 
 
+RedisUrl = Annotated[str, typer.Option("--redis", envvar="OURVIDZ_REDIS", help="Redis URL (else $OURVIDZ_REDIS).")]
+DEFAULT_REDIS = "redis://localhost:6379/0"
+
+
+@app.command()
+@handled
+def worker(
+    redis_url: RedisUrl = DEFAULT_REDIS,
+    queues: Annotated[str, typer.Option("--queues", help="Comma-separated lists to take jobs from; the first listed goes first.")] = "sdxl_queue,wan_queue",
+    out_dir: Annotated[Path, typer.Option("--out", help="Outputs go to OUT/<job id>/ (a shared filesystem for a fleet).")] = Path("outputs"),
+    callback_url: Annotated[Optional[str], typer.Option("--callback-url", help="POST {job_id, status, assets, error_message} here when a job ends.")] = None,
+    max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", min=1, help="Exit after this many jobs.")] = None,
+    idle_exit: Annotated[Optional[float], typer.Option("--idle-exit", min=0, help="Exit after this many seconds without a job.")] = None,
+    heartbeat_ttl: Annotated[float, typer.Option("--heartbeat-ttl", min=1, help="Seconds without a heartbeat before this worker's jobs go back on their queues.")] = 15,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Attempts per job before it is failed with its last error.")] = 3,
+    vram_budget: Annotated[Optional[float], typer.Option("--vram-budget", help="GB of GPU memory resident models may use (default 90% of the card).")] = None,
+    presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
+):
+    """Take jobs from Redis queues (the production format) and run them with resident models."""
+    from ourvidz.queue import Worker
+
+    Worker(redis_url, queues=[q.strip() for q in queues.split(",") if q.strip()], out=out_dir, models=models, demo=demo,
+           device=device, vram_budget=vram_budget, callback_url=callback_url, max_jobs=max_jobs, idle_exit=idle_exit,
+           heartbeat_ttl=heartbeat_ttl, max_attempts=max_attempts, presets_dir=presets_dir,
+           log=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True)).run()
+
+
+@app.command()
+@handled
+def submit(
+    job_type: Annotated[str, typer.Argument(help="Job type (see `ourvidz presets list`).")],
+    prompt: Annotated[str, typer.Argument(help="What to generate.")],
+    redis_url: RedisUrl = DEFAULT_REDIS,
+    queue: Annotated[Optional[str], typer.Option("--queue", help="List to push onto (default: sdxl_queue or wan_queue by the job's model family).")] = None,
+    steps: Steps = None, guidance: Guidance = None, width: Width = None, height: Height = None,
+    frames: Frames = None, num_images: NumImages = None, seed: Seed = None, negative: Negative = "",
+    enhance: Enhance = None, presets_dir: PresetsDir = None, models: ModelsFile = None,
+):
+    """Check a job, then enqueue it in the production format; prints its id."""
+    from ourvidz import payload
+    from ourvidz.plan import plan_job
+    from ourvidz.weights import token_counter
+
+    plan = plan_job(job_type, prompt, overrides=overrides(steps, guidance, width, height, frames, num_images),
+                    seed=seed, negative=negative, enhance=enhance, presets_dir=presets_dir, counter=token_counter(models))
+    job = payload.build(plan, seed=seed, negative=negative)
+    queue = queue or payload.queue_for(plan.preset)
+    payload.enqueue(payload.connect(redis_url), job, queue)
+    err.print(f"queued {job_type} on {queue}", markup=False, highlight=False)
+    out.print(job["id"], markup=False, highlight=False)
+
+
+@app.command()
+@handled
+def status(job_id: str, redis_url: RedisUrl = DEFAULT_REDIS,
+           as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False):
+    """A queued job's state and result."""
+    import json
+
+    from ourvidz import payload
+
+    rec = payload.record(payload.connect(redis_url), job_id)
+    if rec is None:
+        raise errors.BadInput(f"no record of job {job_id!r} (a job another producer pushed gets one when a worker takes it)")
+    out.print(json.dumps(rec, indent=2) if as_json else payload.describe(rec), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("queue")
+@handled
+def queue_overview(redis_url: RedisUrl = DEFAULT_REDIS,
+                   queues: Annotated[Optional[str], typer.Option("--queues", help="Comma-separated lists to show besides the workers' own.")] = None):
+    """Queue depths, the workers alive (heartbeat age, current job), the jobs running."""
+    from ourvidz.payload import connect, overview, overview_table
+
+    out.print(overview_table(overview(connect(redis_url), queues.split(",") if queues else None)))
+
+
 def main():
     app()
 

@@ -6,6 +6,7 @@ only turns the command line (or a replayed sidecar, or a prompt file) into plans
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,10 +87,13 @@ def make_plans(request: Request) -> list[JobPlan]:
     source = resolve_sources(request.models, request.demo).get(load_preset(request.job_type, request.presets_dir).family)
     demo = source is not None and source.is_demo and not request.random_weights
     plans = []
+    prompts_dir = Path("outputs") / f"{request.job_type}-{time.strftime('%Y%m%d-%H%M%S')}-prompts"
     for i, prompt in enumerate(prompts):
         out_dir = request.out_dir
-        if out_dir and len(prompts) > 1:
-            out_dir = out_dir / f"{i:03d}"
+        if len(prompts) > 1:
+            # One folder for the file's prompts: default folders differ only by time and seed, and
+            # with --seed every prompt would land in the same one.
+            out_dir = (out_dir or prompts_dir) / f"{i:03d}"
         try:
             plans.append(plan_job(
                 request.job_type, prompt, overrides=request.overrides, seed=request.seed,

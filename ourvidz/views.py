@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from typing import Any
@@ -64,6 +65,11 @@ def negative_panel(neg) -> Panel:
 def plan_panel(plan, models_line: str) -> Panel:
     data = plan.to_dict()
     data["negative_prompt"] = {k: data["negative_prompt"][k] for k in ("text", "tokens", "token_budget", "included", "dropped")}
+    if data.get("enhancement_settings"):  # the instruction is long; the sidecar keeps it whole
+        enh = dict(data["enhancement_settings"])
+        enh["instruction"] = enh["instruction"].splitlines()[0][:70] + f"... ({len(enh['instruction'])} characters)"
+        enh["end_markers"] = " ".join(json.dumps(m) for m in enh["end_markers"])
+        data["enhancement_settings"] = enh
     data["models"] = models_line
     return Panel(show_yaml(data), title=f"plan · {plan.job_type} (dry run: no model loaded)", title_align="left")
 

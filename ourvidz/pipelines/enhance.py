@@ -204,7 +204,8 @@ class QwenEnhancer:
                 input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
                 temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, repetition_penalty=s.repetition_penalty,
                 max_new_tokens=s.max_new_tokens, stopping_criteria=StoppingCriteriaList([limits]),
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+                pad_token_id=self.tokenizer.eos_token_id if self.tokenizer.pad_token_id is None
+                else self.tokenizer.pad_token_id)
         new = out[0, len(ids) :]
         finished = limits.hit_marker or (not limits.timed_out and len(new) < s.max_new_tokens)
         return self.tokenizer.decode(new, skip_special_tokens=True), len(new), limits.timed_out, finished
@@ -228,6 +229,7 @@ class QwenEnhancer:
             except PromptRefused:
                 why = "the safety check refused the result"
             except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
                 why = "out of GPU memory"
             except Exception as exc:  # noqa: BLE001 - the job goes on with the original prompt
                 from ourvidz.model_cache import one_line

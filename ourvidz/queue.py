@@ -1,0 +1,417 @@
+"""`ourvidz worker`: production jobs from Redis lists, run with resident models (one ModelCache per
+process, the one generate and batch use). The key layout is in ourvidz.payload.
+
+Taking: LMOVE from each queue's right end (producers LPUSH) in --queues order, so the first
+listed wins when several have jobs; when all are empty, one BLMOVE per queue, each on its own
+connection, waits on all at once. The first job ends the wait and CLIENT UNBLOCK ends the others
+(a job another wait took in the same instant goes back where it was): no polling interval.
+
+Every state change is one Lua call: starting an attempt; recording a result together with the
+acknowledgement (LREM from the processing list), only by the worker that holds the job's current
+attempt, so a worker given up on that finishes anyway records nothing; putting a dead worker's
+jobs back on the consumption end of their queues (they were next, so they stay next) or, once
+out of attempts, failing them with the last error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Callable
+
+import redis
+
+from ourvidz import payload
+from ourvidz.errors import BadInput, OurvidzError, PromptRefused, ServiceError, WeightsError
+from ourvidz.payload import (DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, WORKERS, connect, heartbeat_key, job_key,
+                             processing_key, record, safe_url, text)
+
+BLOCK_SECONDS = 30  # a BLMOVE's own limit; waits normally end with a job or CLIENT UNBLOCK
+REDIS_PATIENCE = 300  # how long a worker rides out a Redis outage before exiting
+NON_RETRYABLE = (BadInput, PromptRefused, WeightsError)  # the same job would fail the same way again
+
+# KEYS: job. ARGV: worker, field, value, ... -> the attempt number, or -1 if the job is completed.
+START = """
+if redis.call('HGET', KEYS[1], 'state') == 'completed' then return -1 end
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1], unpack(ARGV, 2))
+redis.call('PERSIST', KEYS[1])
+return n
+"""
+# KEYS: job, processing, queue. ARGV: worker, attempt, payload, ttl, 'lpush' to retry, field, value, ...
+FINISH = """
+local mine = redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[1], 'attempts') == ARGV[2]
+redis.call('LREM', KEYS[2], 1, ARGV[3])
+if not mine then return 0 end
+if ARGV[5] == 'lpush' then redis.call('LPUSH', KEYS[3], ARGV[3]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+return 1
+"""
+# KEYS: heartbeat, processing, queue. ARGV: force, max attempts, now, reason, ttl.
+# -> nil if the worker is alive (and not forced), else {number requeued, failed payload, ...}.
+REAP = """
+if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local out = {0}
+while true do
+  local raw = redis.call('LPOP', KEYS[2])
+  if not raw then break end
+  local ok, job = pcall(cjson.decode, raw)
+  local id = ok and type(job) == 'table' and (job.id or job.job_id or job.jobId) or nil
+  local key = (type(id) == 'string' or type(id) == 'number') and ('ourvidz:job:' .. tostring(id)) or nil
+  local n = key and tonumber(redis.call('HGET', key, 'attempts') or '0') or 0
+  local why = ARGV[4] .. ' during attempt ' .. n
+  if key and n >= tonumber(ARGV[2]) then
+    redis.call('HSET', key, 'state', 'failed', 'finished_at', ARGV[3], 'progress', '',
+               'error', why .. '; gave up after ' .. n .. ' attempts')
+    if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', key, ARGV[5]) end
+    table.insert(out, raw)
+  else
+    redis.call('RPUSH', KEYS[3], raw)
+    out[1] = out[1] + 1
+    if key then redis.call('HSET', key, 'state', 'queued', 'progress', '', 'error', why .. '; requeued') end
+  end
+end
+return out
+"""
+GIVE_BACK = "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[1]) end"
+
+
+class Worker:
+    def __init__(self, url: str = DEFAULT_URL, *, queues=DEFAULT_QUEUES, out: Path = Path("outputs"), models=None,
+                 demo: bool = False, device: str | None = None, vram_budget: float | None = None,
+                 callback_url: str | None = None, max_jobs: int | None = None, idle_exit: float | None = None,
+                 heartbeat_ttl: float = 15, max_attempts: int = 3, presets_dir=None, result_ttl: int = RESULT_TTL,
+                 log: Callable[[str], None] | None = None):
+        if not queues:
+            raise BadInput("--queues: name at least one queue")
+        if heartbeat_ttl < 1 or max_attempts < 1:
+            raise BadInput("--heartbeat-ttl and --max-attempts must be at least 1")
+        host = "".join(c if c.isalnum() or c in ".-" else "-" for c in socket.gethostname())
+        self.id = f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.url, self.queues, self.out, self.presets_dir = url, list(queues), Path(out), presets_dir
+        self.cache_args = {"models_file": models, "demo": demo, "device": device, "vram_budget_gb": vram_budget}
+        self.callback_url, self.max_jobs, self.idle_exit = callback_url, max_jobs, idle_exit
+        self.ttl, self.max_attempts, self.result_ttl = heartbeat_ttl, max_attempts, result_ttl
+        self._log = log or (lambda line: print(line, flush=True))
+        self.stopping = False
+        self.current: tuple[str, str, float] | None = None  # job id, type, start time
+        self.jobs_done = 0
+        self.started_at = time.time()
+        self._beats = threading.Event()
+        self._callbacks: list[threading.Thread] = []
+
+    def log(self, message: str) -> None:
+        self._log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
+
+    # ---------------------------------------------------------------- lifecycle
+    def run(self) -> int:
+        """Take and run jobs until stopped (signal, --max-jobs, --idle-exit); the number handled."""
+        from ourvidz.model_cache import ModelCache
+        from ourvidz.weights import token_counter
+
+        self.connect()
+        self.cache = ModelCache(**self.cache_args)
+        self.counter = token_counter(self.cache_args["models_file"], self.cache_args["demo"])
+        self.blockers = [connect(self.url, single_connection_client=True, socket_timeout=BLOCK_SECONDS + 15)
+                         for _ in self.queues]
+        self.blocker_ids = [0] * len(self.queues)
+        self.pool = ThreadPoolExecutor(len(self.queues), thread_name_prefix="ourvidz-take")
+        self._beat()
+        self.reap(startup=True)
+        beats = threading.Thread(target=self._beat_loop, name="ourvidz-heartbeat", daemon=True)
+        beats.start()
+        previous = self._install_signals()
+        self.log(f"worker {self.id}: queues {', '.join(self.queues)}; device {self.cache.device}; outputs in "
+                 f"{self.out}; heartbeat {self.ttl:g} s" + (" (demo models)" if self.cache.demo else ""))
+        try:
+            self._loop()
+        except KeyboardInterrupt:
+            self.release("worker interrupted")
+            raise
+        finally:
+            self._beats.set()
+            beats.join(timeout=5)
+            for thread in self._callbacks:
+                thread.join(timeout=60)
+            self.release("worker stopped")  # a no-op unless a job is still in hand
+            self._deregister()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.log(f"worker {self.id}: stopped after {self.jobs_done} job(s)")
+        return self.jobs_done
+
+    def connect(self) -> None:
+        self.r = connect(self.url, socket_timeout=30)
+        version = text(self.r.info("server").get("redis_version", "0"))
+        if tuple(int(x) for x in version.split(".")[:2]) < (6, 2):
+            raise ServiceError(f"Redis {version} at {safe_url(self.url)} lacks BLMOVE; the worker needs 6.2 or later")
+        self.scripts = {name: self.r.register_script(src) for name, src in
+                        (("start", START), ("finish", FINISH), ("reap", REAP), ("give_back", GIVE_BACK))}
+
+    def _install_signals(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum, frame):
+            if signum == signal.SIGINT and self.stopping:
+                raise KeyboardInterrupt
+            if not self.stopping:
+                self.stopping = True
+                again = "; Ctrl-C again to stop now" if signum == signal.SIGINT else ""
+                self.log(f"{signal.Signals(signum).name}: finishing the current job, then exiting{again}")
+
+        return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _loop(self) -> None:
+        idle_since = time.monotonic()
+        while not self.stopping and not (self.max_jobs and self.jobs_done >= self.max_jobs):
+            deadline = idle_since + self.idle_exit if self.idle_exit is not None else None
+            took = self._retrying(self._take, deadline)
+            if took:
+                self._handle(*took)
+                self.jobs_done += 1
+                idle_since = time.monotonic()
+            elif deadline is not None and time.monotonic() >= deadline:
+                self.log(f"idle for {self.idle_exit:g} s: exiting")
+                return
+
+    def _retrying(self, fn, *args):
+        """fn(*args), riding out a Redis outage (redis-py reconnects) for up to REDIS_PATIENCE seconds."""
+        delay, give_up = 1.0, None
+        while True:
+            try:
+                return fn(*args)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if give_up is None:
+                    give_up = time.monotonic() + REDIS_PATIENCE
+                    self.log(f"Redis unreachable ({exc}); retrying for up to {REDIS_PATIENCE} s")
+                if time.monotonic() > give_up:
+                    raise ServiceError(f"Redis at {safe_url(self.url)} unreachable for {REDIS_PATIENCE} s: {exc}") from None
+                if self.stopping and fn == self._take:
+                    return None
+                time.sleep(delay)
+                delay = min(2 * delay, 10.0)
+
+    # ---------------------------------------------------------------- taking a job
+    def _take(self, deadline: float | None) -> tuple[str, bytes] | None:
+        with self.r.pipeline(transaction=False) as pipe:
+            for q in self.queues:
+                pipe.llen(processing_key(self.id, q))
+            if any(pipe.execute()):  # a move whose reply a dropped connection lost
+                self.release("job taken but its reply lost")
+        for q in self.queues:
+            raw = self.r.lmove(q, processing_key(self.id, q), "RIGHT", "LEFT")
+            if raw is not None:
+                return q, raw
+        futures = [self.pool.submit(self._wait_on, i) for i in range(len(self.queues))]
+        try:
+            while not self.stopping and not (deadline is not None and time.monotonic() >= deadline):
+                if wait(futures, timeout=0.25, return_when=FIRST_COMPLETED).done:
+                    break
+        finally:
+            while not all(f.done() for f in futures):
+                for i, f in enumerate(futures):
+                    if not f.done() and self.blocker_ids[i]:
+                        self.r.client_unblock(self.blocker_ids[i])  # its BLMOVE returns as if timed out
+                wait(futures, timeout=0.2)
+        got = [(q, f.result()) for q, f in zip(self.queues, futures) if not f.exception() and f.result() is not None]
+        keep = got[0] if got and not self.stopping else None
+        for q, raw in got:
+            if (q, raw) != keep:
+                self.scripts["give_back"](keys=[processing_key(self.id, q), q], args=[raw])
+        errors = [f.exception() for f in futures if f.exception()]
+        if errors and keep is None:
+            raise errors[0]
+        return keep
+
+    def _wait_on(self, i: int) -> bytes | None:
+        conn, q = self.blockers[i], self.queues[i]
+        self.blocker_ids[i] = conn.client_id()
+        return conn.blmove(q, processing_key(self.id, q), BLOCK_SECONDS, "RIGHT", "LEFT")
+
+    # ---------------------------------------------------------------- running it
+    def _handle(self, queue: str, raw: bytes) -> None:
+        from ourvidz.job import run_job
+        from ourvidz.model_cache import one_line
+        from ourvidz.plan import plan_job
+
+        try:
+            spec, problem = payload.parse(raw, self.presets_dir), None
+            job_id = spec.id
+        except payload.MalformedJob as exc:
+            spec, problem, job_id = None, exc, exc.job_id
+        now, out_dir = time.time(), self.out / job_id
+        fields = {"id": job_id, "queue": queue, "started_at": now, "progress": ""}
+        if spec:
+            fields |= {"type": spec.job_type, "prompt": spec.prompt[:500], "note": "; ".join(spec.notes),
+                       "out_dir": str(out_dir.resolve())}
+        attempt = self._retrying(self.scripts["start"], [job_key(job_id)], [self.id, *_flat(fields)])
+        if attempt < 0:
+            self.log(f"{job_id}: already completed; dropping the repeated payload")
+            self._retrying(self.r.lrem, processing_key(self.id, queue), 1, raw)
+            return
+        label = f"{job_id} ({spec.job_type if spec else 'malformed'})"
+        self.current = (job_id, spec.job_type if spec else "", now)
+        self._beat()
+        self.log(f"{label}: taken from {queue}, attempt {attempt}/{self.max_attempts}")
+        result, error, retry = None, None, False
+        try:
+            if problem:
+                raise problem
+            if out_dir.exists():  # left by an attempt that died; a completed job never gets here
+                shutil.rmtree(out_dir)
+            plan = plan_job(spec.job_type, spec.prompt, overrides=spec.overrides, seed=spec.seed,
+                            negative=spec.negative, enhance=spec.enhance, out_dir=out_dir,
+                            presets_dir=self.presets_dir, counter=self.counter,
+                            demo=self.cache.source(spec.preset.family).is_demo)
+            result = run_job(plan, self.cache, self._progress(job_key(job_id)))
+        except NON_RETRYABLE as exc:
+            error = str(exc)
+        except OurvidzError as exc:
+            error, retry = str(exc), attempt < self.max_attempts
+        except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retried, then recorded
+            error, retry = one_line(exc), attempt < self.max_attempts
+        finally:
+            self.current = None
+        self._finish(queue, raw, job_id, attempt, result, error, retry, label)
+
+    def _finish(self, queue, raw, job_id, attempt, result, error, retry, label) -> None:
+        assets: list[str] = []
+        if result is not None:
+            report = result.report
+            assets = [str(p.resolve()) for p in result.files if p.suffix in (".png", ".mp4")]
+            timings = {"total": report["total"], "load": sum(report["load"].values()), **report["phases"]}
+            fields = {"state": "completed", "error": "", "seed": result.plan.seed, "assets": json.dumps(assets),
+                      "files": json.dumps([str(p.resolve()) for p in result.files]), "timings": json.dumps(timings)}
+        elif retry:
+            fields = {"state": "queued", "error": f"attempt {attempt} failed: {error}; requeued"}
+        else:
+            fields = {"state": "failed", "error": error}
+        fields |= {"progress": ""} if retry else {"progress": "", "finished_at": time.time()}
+        recorded = self._retrying(self.scripts["finish"], [job_key(job_id), processing_key(self.id, queue), queue],
+                                  [self.id, attempt, raw, 0 if retry else self.result_ttl, "lpush" if retry else "",
+                                   *_flat(fields)])
+        if not recorded:
+            self.log(f"{label}: another worker took this job over (this one was given up on); result dropped")
+        elif result is not None:
+            self.log(f"{label}: completed in {report['total']:.2f} s: {', '.join(Path(a).name for a in assets)}")
+        elif retry:
+            self.log(f"{label}: attempt {attempt} failed ({error}); back on {queue}")
+        else:
+            self.log(f"{label}: failed: {error}")
+        if recorded and not retry:
+            self._callback(job_id, fields["state"], assets, error)
+
+    def _progress(self, key: str):
+        last = [0.0]
+
+        def on_step(done: int, total: int) -> None:
+            if done == total or time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                try:
+                    self.r.hset(key, "progress", f"{done}/{total} steps")
+                except redis.RedisError:
+                    pass  # progress is a nicety; the result is what must get through
+
+        return on_step
+
+    def _callback(self, job_id: str, status: str, assets: list[str], error: str | None) -> None:
+        if not self.callback_url:
+            return
+
+        def send():
+            outcome = payload.post_callback(self.callback_url, payload.callback_body(job_id, status, assets, error))
+            try:
+                self.r.hset(job_key(job_id), "callback", outcome)
+            except redis.RedisError:
+                pass
+            if not outcome.startswith("delivered"):
+                self.log(f"{job_id}: callback {outcome}")
+
+        self._callbacks = [t for t in self._callbacks if t.is_alive()]
+        self._callbacks.append(threading.Thread(target=send, name="ourvidz-callback", daemon=True))
+        self._callbacks[-1].start()
+
+    # ---------------------------------------------------------------- heartbeat and recovery
+    def _beat(self) -> None:
+        job = self.current
+        state = {"beat": time.time(), "jobs_done": self.jobs_done, "job": job and job[0],
+                 "job_type": job and job[1], "job_started_at": job and job[2]}
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.cache.device),
+                "queues": self.queues, "started_at": self.started_at}
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.set(heartbeat_key(self.id), json.dumps(state), px=int(self.ttl * 1000))
+            pipe.hset(WORKERS, self.id, json.dumps(info))  # again each beat: back if given up on
+            pipe.execute()
+
+    def _beat_loop(self) -> None:
+        next_reap = time.monotonic() + self.ttl
+        while not self._beats.wait(self.ttl / 3):
+            try:
+                self._beat()
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + self.ttl
+                    self.reap()
+            except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive anything
+                self.log(f"heartbeat: {type(exc).__name__}: {exc}")
+
+    def reap(self, startup: bool = False) -> None:
+        """Put the jobs of workers whose heartbeat expired back on their queues."""
+        lists = {text(w): set(json.loads(info).get("queues", [])) for w, info in self.r.hgetall(WORKERS).items()}
+        if startup:  # also lists of workers in no registry (one that crashed at the worst moment)
+            for key in self.r.scan_iter(match="ourvidz:processing:*", count=1000):
+                wid, q = text(key).split(":", 3)[2:]
+                lists.setdefault(wid, set()).add(q)
+        for wid, queues in lists.items():
+            if wid != self.id and self._requeue(wid, queues, False, f"worker {wid} stopped (heartbeat expired)"):
+                if not self.r.exists(heartbeat_key(wid)):
+                    self.r.hdel(WORKERS, wid)
+
+    def release(self, reason: str) -> None:
+        """Put this worker's unacknowledged jobs back at once (an interrupt; a job in hand at exit)."""
+        try:
+            self._requeue(self.id, self.queues, True, f"{reason} ({self.id})")
+        except redis.RedisError as exc:
+            self.log(f"could not hand jobs back ({exc}); another worker will once the heartbeat expires")
+
+    def _requeue(self, wid: str, queues, force: bool, reason: str) -> bool:
+        for q in sorted(queues):
+            res = self.scripts["reap"](keys=[heartbeat_key(wid), processing_key(wid, q), q],
+                                       args=[int(force), self.max_attempts, time.time(), reason, self.result_ttl])
+            if res is None:
+                return False  # alive
+            if res[0]:
+                self.log(f"{reason}: {res[0]} job(s) back on {q}")
+            for raw in res[1:]:
+                job_id = _job_id(raw)
+                self.log(f"{job_id}: failed: {reason}; out of attempts")
+                self._callback(job_id, "failed", [], (record(self.r, job_id) or {}).get("error", reason))
+        return True
+
+    def _deregister(self) -> None:
+        try:
+            self.r.delete(heartbeat_key(self.id))
+            self.r.hdel(WORKERS, self.id)
+        except redis.RedisError:
+            pass
+
+
+def _flat(fields: dict) -> list:
+    return [x for kv in fields.items() for x in kv]
+
+
+def _job_id(raw: bytes) -> str:
+    try:
+        return payload.parse(raw).id
+    except payload.MalformedJob as exc:
+        return exc.job_id

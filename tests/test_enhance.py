@@ -1,0 +1,439 @@
+"""Qwen prompt enhancement (issue 4): settings, the cleaner, the tiny demo model, the memory policy
+shared with the WAN models, and the four 7b_enhanced job types end to end in demo mode."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from ourvidz import model_cache
+from ourvidz.cli import app
+from ourvidz.enhancement import EnhancementSettings, load_settings
+from ourvidz.errors import BadInput
+from ourvidz.model_cache import ModelCache
+from ourvidz.pipelines.enhance import QwenEnhancer, clean, problem, repeat_ratio
+from ourvidz.plan import plan_job
+from ourvidz.presets import builtin_presets_dir, load_preset
+from ourvidz.weights import ModelSource
+
+ENHANCED = ["image7b_fast_enhanced", "image7b_high_enhanced", "video7b_fast_enhanced", "video7b_high_enhanced"]
+PROMPT = "two dancers on a rooftop"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def settings() -> EnhancementSettings:
+    return load_settings()
+
+
+@pytest.fixture(scope="module")
+def enhancer(tmp_path_factory) -> QwenEnhancer:
+    return QwenEnhancer.load(ModelSource("qwen", "demo", "demo"), torch.device("cpu"), torch.float32)
+
+
+def presets_dir_with(tmp_path: Path, **changes) -> Path:
+    """A presets folder whose enhancement.yaml is the built-in one with some values replaced or added."""
+    data = yaml.safe_load((builtin_presets_dir() / "enhancement.yaml").read_text()) | changes
+    folder = tmp_path / "presets"
+    folder.mkdir(exist_ok=True)
+    (folder / "enhancement.yaml").write_text(yaml.safe_dump(data))
+    return folder
+
+
+# ------------------------------------------------------------------ settings
+def test_settings_follow_the_spec(settings):
+    s = settings
+    assert (s.temperature, s.top_p, s.top_k, s.repetition_penalty) == (0.7, 0.9, 40, 1.1)
+    assert (s.max_new_tokens, s.max_input_tokens, s.timeout_seconds, s.attempts) == (150, 1024, 60, 2)
+    head, tail = s.parts
+    for section in ("visual details", "lighting and atmosphere", "camera work", "artistic style", "technical quality"):
+        assert section in head
+    assert head.rstrip().endswith("Original prompt:") and tail.strip() == "Enhanced prompt:"
+    assert "<|im_start|>" not in s.instruction  # plain text for the base model, no chat template
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"temperature": -1}, "field 'temperature': Input should be greater than 0"),
+    ({"instruction": "no placeholder here"}, "field 'instruction': must contain {prompt} exactly once"),
+    ({"instruction": "Rewrite: {prompt}"}, "field 'instruction': must end with a cue"),
+    ({"end_markers": []}, "field 'end_markers': List should have at least 1 item"),
+    ({"bogus": 1}, "field 'bogus': unknown field"),
+])
+def test_bad_enhancement_file_names_file_and_field(tmp_path, change, expected):
+    folder = presets_dir_with(tmp_path, **change)
+    with pytest.raises(BadInput) as exc:
+        load_settings(folder)
+    message = str(exc.value)
+    assert str(folder / "enhancement.yaml") in message and expected in message and "\n" not in message
+
+
+def preset_copy(tmp_path: Path, job_type: str, extra: str) -> Path:
+    folder = tmp_path / "presets"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{job_type}.yaml").write_text((builtin_presets_dir() / f"{job_type}.yaml").read_text() + extra)
+    return folder
+
+
+def test_preset_overrides_enhancement_settings(tmp_path):
+    folder = preset_copy(tmp_path, "video7b_fast_enhanced", "enhancement:\n  max_new_tokens: 20\n  temperature: 0.5\n")
+    plan = plan_job("video7b_fast_enhanced", PROMPT, seed=1, out_dir=tmp_path / "o", presets_dir=folder)
+    s = plan.enhancement_settings()
+    assert (s.max_new_tokens, s.temperature, s.top_k) == (20, 0.5, 40)
+    assert plan.to_dict()["enhancement_settings"]["max_new_tokens"] == 20
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("enhancement:\n  temprature: 0.5\n", "field 'enhancement.temprature': unknown field"),
+    ("enhancement:\n  top_p: 2\n", "field 'enhancement.top_p': Input should be less than or equal to 1"),
+    ("enhancement:\n  instruction: 'x'\n", "field 'enhancement.instruction': must contain {prompt}"),
+    ("enhancement: 3\n", "field 'enhancement'"),
+])
+def test_bad_preset_override_is_one_line(tmp_path, extra, expected):
+    folder = preset_copy(tmp_path, "video7b_fast_enhanced", extra)
+    with pytest.raises(BadInput) as exc:
+        load_preset("video7b_fast_enhanced", folder)
+    assert "video7b_fast_enhanced.yaml" in str(exc.value) and expected in str(exc.value)
+
+
+def test_plans_resolve_settings_only_when_enhancing(tmp_path):
+    on = plan_job("image7b_fast_enhanced", PROMPT, seed=1, out_dir=tmp_path / "a")
+    off = plan_job("image7b_fast_enhanced", PROMPT, seed=1, out_dir=tmp_path / "b", enhance=False)
+    forced = plan_job("sdxl_image_fast", PROMPT, seed=1, out_dir=tmp_path / "c", enhance=True)
+    assert on.enhance and on.to_dict()["enhancement_settings"]["timeout_seconds"] == 60
+    assert not off.enhance and off.to_dict()["enhancement_settings"] is None
+    assert forced.enhance and forced.enhancement_settings().attempts == 2
+
+
+# ------------------------------------------------------------------ cleaning and degenerate results
+def test_clean_strips_cue_and_cuts_at_end_markers(settings):
+    raw = ' Enhanced prompt: "Two dancers  leap across\ta rooftop at dusk, warm rim light."\n\nOriginal prompt: a cat'
+    assert clean(raw, settings) == "Two dancers leap across a rooftop at dusk, warm rim light."
+    assert clean("A red balloon rises. Original prompt: x", settings) == "A red balloon rises."
+    assert clean("A red\x00 balloon\ufffd rises slowly over the old town at dawn.<|endoftext|>junk", settings) \
+        == "A red balloon rises slowly over the old town at dawn."
+
+
+def test_clean_removes_echoed_instruction_lines(settings):
+    echoed = settings.parts[0].splitlines()[0]
+    text = clean(f"{echoed} A lone dancer spins on a wet rooftop under neon signs, slow dolly shot.", settings)
+    assert text == "A lone dancer spins on a wet rooftop under neon signs, slow dolly shot."
+
+
+def test_clean_cuts_unfinished_text_back_to_a_sentence(settings):
+    raw = "Two dancers leap across a rooftop at dusk, warm rim light. The camera circles them as the"
+    assert clean(raw, settings, unfinished=True) == "Two dancers leap across a rooftop at dusk, warm rim light."
+    assert clean(raw, settings, unfinished=False) == raw  # finished by EOS: kept whole
+    assert clean("too short. and then it goes on without an end", settings, unfinished=True).endswith("end")
+
+
+GOOD = ("Two dancers in flowing white silk leap across a rain-slicked rooftop at dusk, the city glowing below; "
+        "warm rim light, a slow dolly shot at eye level, 35mm film look, sharp focus, 4K.")
+
+
+@pytest.mark.parametrize("text, why", [
+    ("", "empty"),
+    ("a rooftop", "too short"),
+    ("Two dancers on a rooftop!!! ", "too short"),
+    ("two dancers on a rooftop " * 1, "too short"),
+    ("the dancers dance on the roof " * 12, "repetitive"),
+    ("a" * 200, "repetitive"),
+    ("abcdef" * 30, "repetitive"),
+    ("the subjects, their clothing and materials, colours, textures and the setting, light sources, time of day, "
+     "weather and mood, shot size, angle, lens and camera movement", "echo of the instruction"),
+    (GOOD, None),
+])
+def test_degenerate_results(settings, text, why):
+    found = problem(text, PROMPT, settings)
+    assert (found is None) if why is None else (why in found)
+
+
+def test_unchanged_prompt_is_a_failure(settings):
+    long = "Two dancers in white on a rooftop at night with city lights behind them"
+    assert "unchanged" in problem(long.upper() + ".", long, settings)
+
+
+def test_repeat_ratio():
+    assert repeat_ratio(GOOD, 3) == 0.0
+    assert repeat_ratio("one two three " * 10, 3) > 0.8
+
+
+# ------------------------------------------------------------------ the tiny demo model
+def test_deterministic_for_a_seed(enhancer, settings):
+    a = enhancer.enhance(PROMPT, seed=11, settings=settings)
+    b = enhancer.enhance(PROMPT, seed=11, settings=settings)
+    c = enhancer.enhance(PROMPT, seed=12, settings=settings)
+    assert not a.fallback and a.warning == "" and a.new_tokens > 0 and a.text != PROMPT
+    assert a.text == b.text and a.new_tokens == b.new_tokens
+    assert c.text != a.text
+    d = a.to_dict()
+    for key in ("original", "text", "seconds", "attempts", "fallback", "warning", "new_tokens", "truncated"):
+        assert key in d
+    assert d["original"] == PROMPT and d["truncated"] is False and d["attempts"] == 1
+    assert "noise" in d["note"]  # demo output is labelled
+
+
+def test_global_rng_untouched(enhancer, settings):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    enhancer.enhance(PROMPT, seed=5, settings=settings)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_long_prompt_is_truncated_instruction_kept(enhancer, settings):
+    long = " ".join(["a slow cinematic shot of a city street at night with neon lights and rain"] * 200)
+    ids, truncated, prompt_tokens = enhancer.build_input(long, settings)
+    assert truncated and prompt_tokens > settings.max_input_tokens and len(ids) == settings.max_input_tokens
+    assert enhancer.tokenizer.decode(ids).endswith("Enhanced prompt:")  # the cue survives the cut
+    small = settings.model_copy(update={"max_input_tokens": 600})
+    result = enhancer.enhance(long, seed=1, settings=small)
+    assert result.truncated and result.input_tokens == 600 and result.prompt_tokens == prompt_tokens
+    assert result.original == long  # a fallback would use the whole prompt, not the cut one
+    short = enhancer.enhance(PROMPT, seed=1, settings=small)
+    assert not short.truncated and short.input_tokens < 600
+
+
+def test_instruction_longer_than_the_input_limit(enhancer, settings):
+    with pytest.raises(BadInput, match="max_input_tokens"):
+        enhancer.enhance(PROMPT, seed=1, settings=settings.model_copy(update={"max_input_tokens": 16}))
+
+
+def test_time_limit_falls_back_to_the_original(enhancer, settings):
+    result = enhancer.enhance(PROMPT, seed=7, settings=settings.model_copy(update={"timeout_seconds": 1e-6}))
+    assert result.fallback and result.text == PROMPT and result.new_tokens == 0
+    assert result.attempts == 2 and [a["seed"] for a in result.attempt_log] == [7, 8]
+    assert all(a["timed_out"] for a in result.attempt_log)
+    assert "time limit" in result.warning and "original prompt was used" in result.warning
+
+
+def test_retry_after_a_degenerate_attempt(enhancer, settings, monkeypatch):
+    outputs = iter([("loop loop loop " * 20, 60, False, True), (GOOD + "\n\nOriginal prompt: x", 50, False, True)])
+    monkeypatch.setattr(enhancer, "_attempt", lambda ids, seed, s: next(outputs))
+    result = enhancer.enhance(PROMPT, seed=3, settings=settings)
+    assert not result.fallback and result.text == GOOD and result.attempts == 2 and result.new_tokens == 50
+    assert "repetitive" in result.attempt_log[0]["outcome"] and result.attempt_log[1]["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("output, why", [
+    (("A nude teen poses on a rooftop at night, cinematic light, sharp focus.", 20, False, True), "safety check"),
+    (RuntimeError("CUDA error: device-side assert triggered"), "error while generating: RuntimeError"),
+])
+def test_refused_or_crashed_attempts_fall_back(enhancer, settings, monkeypatch, output, why):
+    def attempt(ids, seed, s):
+        if isinstance(output, Exception):
+            raise output
+        return output
+
+    monkeypatch.setattr(enhancer, "_attempt", attempt)
+    result = enhancer.enhance(PROMPT, seed=3, settings=settings)
+    assert result.fallback and result.text == PROMPT and why in result.warning and result.attempts == 2
+
+
+# ------------------------------------------------------------------ memory policy (ModelCache)
+def fake_family(family: str, nbytes: int, load_seconds: float, log: list):
+    class Fake:
+        @classmethod
+        def load(cls, source, device, dtype):
+            log.append(("load", family))
+            return cls(device)
+
+        def __init__(self, device):
+            self.family, self.device = family, device
+            self.load_times = {"weights": load_seconds}
+            self.identity = {"kind": "fake", "family": family}
+
+        def nbytes(self):
+            return nbytes
+
+        def to(self, device):
+            log.append(("to " + device.type, family))
+            self.device = device
+
+    return Fake
+
+
+SIZES = {"qwen": int(0.6e9), "wan": int(0.3e9), "sdxl": int(0.3e9)}
+
+
+@pytest.fixture
+def weights_file(tmp_path):
+    """A models file whose folders hold (sparse) safetensors files of the SIZES: _estimate reads sizes."""
+    lines = []
+    for family, size in SIZES.items():
+        folder = tmp_path / family
+        folder.mkdir()
+        with open(folder / "model.safetensors", "wb") as f:
+            f.truncate(size)
+        lines.append(f"{family}: {{path: {folder}}}")
+    path = tmp_path / "models.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def fake_cache(weights_file, budget_gb, log, **kw):
+    loaders = {f: fake_family(f, SIZES[f], {"qwen": 40.0, "wan": 20.0, "sdxl": 10.0}[f], log) for f in SIZES}
+    return ModelCache(models_file=weights_file, vram_budget_gb=budget_gb, loaders=loaders, **kw)
+
+
+def test_estimate_reads_weight_file_sizes(weights_file):
+    cache = fake_cache(weights_file, 1.0, [])
+    assert {f: cache._estimate(cache.source(f)) for f in SIZES} == SIZES
+
+
+def test_estimate_of_a_hub_id_uses_the_local_hf_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen2.5-7B" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
+    with open(snapshot / "model-00001-of-00002.safetensors", "wb") as f:
+        f.truncate(1234)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    models = tmp_path / "models.yaml"
+    models.write_text("qwen: {path: Qwen/Qwen2.5-7B}\nwan: {path: Wan-AI/Wan2.1-T2V-1.3B-Diffusers}\n")
+    cache = ModelCache(models_file=models, vram_budget_gb=1.0)
+    assert cache.source("qwen").kind == "hub"
+    assert cache._estimate(cache.source("qwen")) == 1234
+    assert cache._estimate(cache.source("wan")) == 0  # not in the cache: no estimate, no error
+
+
+def test_both_fit_qwen_stays_and_a_second_get_costs_nothing(weights_file):
+    log = []
+    cache = fake_cache(weights_file, 1.0, log)  # qwen 0.6 + wan 0.3 GB fit 1.0 GB
+    assert cache.get("qwen")[1] == {"weights": 40.0}
+    assert cache.get("wan")[1] == {"weights": 20.0}
+    for family in ("qwen", "wan", "qwen"):
+        model, times = cache.get(family)
+        assert times == {"weights": 0.0}
+    assert log == [("load", "qwen"), ("load", "wan")]
+    assert list(cache.resident) == ["wan", "qwen"]  # least recently used first
+    assert cache.stats["qwen"]["reuses"] == 2 and cache.stats["qwen"]["avoided_seconds"] == 80.0
+
+
+def test_over_budget_frees_the_least_recently_used(weights_file):
+    log = []
+    cache = fake_cache(weights_file, 0.8, log, offload_to_cpu=False)  # 0.6 + 0.3 > 0.8
+    cache.get("qwen")
+    cache.get("wan")  # qwen is freed first
+    assert list(cache.resident) == ["wan"] and log == [("load", "qwen"), ("load", "wan")]
+    assert cache.get("qwen")[1] == {"weights": 40.0}  # a cold load again
+    assert list(cache.resident) == ["qwen"] and cache.stats["qwen"]["loads"] == 2
+
+
+def test_over_budget_on_an_accelerator_moves_to_cpu_in_lru_order(weights_file, monkeypatch):
+    # "meta" stands in for the GPU: a device that is not the CPU, with no CUDA calls behind it.
+    monkeypatch.setattr(model_cache, "available_host_memory", lambda: 10**12)
+    log = []
+    cache = fake_cache(weights_file, 0.95, log, device="meta")  # room for qwen + one 0.3 GB model
+    cache.get("qwen")
+    cache.get("wan")
+    cache.get("qwen")  # touch: wan is now the least recently used
+    cache.get("sdxl")
+    assert log == [("load", "qwen"), ("load", "wan"), ("to cpu", "wan"), ("load", "sdxl")]
+    assert cache.resident["wan"].device.type == "cpu" and cache.resident["qwen"].device.type == "meta"
+    model, times = cache.get("wan")  # back from CPU memory: a move, not a load; qwen (now LRU) makes room
+    assert list(times) == ["move from cpu"] and model.device.type == "meta"
+    assert log[4:] == [("to cpu", "qwen"), ("to meta", "wan")]
+    assert cache.stats["wan"]["loads"] == 1 and cache.stats["wan"]["moves"] == 1
+
+
+def test_demo_enhancer_in_the_cache(settings):
+    cache = ModelCache(demo=True, device="cpu")
+    first, times = cache.get("qwen")
+    assert isinstance(first, QwenEnhancer) and set(times) == {"tokenizer", "model"} and times["model"] > 0
+    again, times = cache.get("qwen")
+    assert again is first and times == {"tokenizer": 0.0, "model": 0.0}
+    assert first.nbytes() > 0 and first.identity["kind"] == "demo" and first.identity["files"] == 1
+
+
+# ------------------------------------------------------------------ end to end through the CLI (demo)
+runner = CliRunner()
+
+
+def generate(*args):
+    result = runner.invoke(app, ["generate", *args, "--demo", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def sidecar_of(out: Path) -> dict:
+    report = json.loads((out / "report.json").read_text())
+    side = next(p for p in report["files"] if p.endswith(".json"))
+    return json.loads((out / side).read_text())
+
+
+@pytest.mark.parametrize("job_type", ENHANCED)
+def test_enhanced_job_types_end_to_end(tmp_path, job_type):
+    out = tmp_path / job_type
+    result = generate(job_type, PROMPT, "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    enh = report["enhancement"]
+    assert enh["original"] == PROMPT and not enh["fallback"] and enh["new_tokens"] > 0 and enh["seconds"] > 0
+    assert {"qwen tokenizer", "qwen model"} <= set(report["load"]) and "qwen" in report["models"]
+    assert "enhance prompt" in result.output and "enhanced prompt:" in result.output
+    side = sidecar_of(out)
+    assert side["plan"]["prompt"] == PROMPT and side["enhancement"]["original"] == PROMPT
+    assert side["prompt_used"] == enh["text"] != PROMPT
+    assert side["plan"]["enhancement_settings"]["max_new_tokens"] == 150
+    assert (out / ("video.mp4" if "video" in job_type else "image-00.png")).is_file()
+
+
+def test_no_enhance_skips_qwen(tmp_path):
+    out = tmp_path / "off"
+    generate("video7b_fast_enhanced", PROMPT, "--out", str(out), "--no-enhance", "--frames", "5")
+    report = json.loads((out / "report.json").read_text())
+    assert report["enhancement"] is None and "qwen" not in report["models"]
+    assert not any(k.startswith("qwen") for k in report["load"])
+    assert sidecar_of(out)["prompt_used"] == PROMPT
+
+
+def test_enhance_on_an_sdxl_job_records_clip_tokens(tmp_path):
+    out = tmp_path / "sdxl"
+    generate("sdxl_image_fast", PROMPT, "--out", str(out), "--enhance", "--num-images", "1", "--steps", "2")
+    enh = json.loads((out / "report.json").read_text())["enhancement"]
+    assert not enh["fallback"] and enh["clip_window"] == 77 and enh["clip_tokens"] > 2
+    assert enh["clip_truncated"] == (enh["clip_tokens"] > 77)
+
+
+def test_forced_failure_falls_back_and_still_writes_the_video(tmp_path):
+    folder = presets_dir_with(tmp_path, timeout_seconds=0.000001)
+    out = tmp_path / "fail"
+    result = generate("video7b_fast_enhanced", PROMPT, "--out", str(out), "--presets-dir", str(folder), "--frames", "5")
+    report = json.loads((out / "report.json").read_text())
+    enh = report["enhancement"]
+    assert enh["fallback"] and enh["text"] == PROMPT and "time limit" in enh["warning"]
+    assert "warning:" in result.output and "fallback: original prompt used" in result.output
+    assert (out / "video.mp4").stat().st_size > 0 and sidecar_of(out)["prompt_used"] == PROMPT
+
+
+def test_enhance_command(tmp_path):
+    result = runner.invoke(app, ["enhance", PROMPT, "--demo", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert "enhanced prompt" in result.output and "new tokens" in result.output and "seed 3" in result.output
+    assert "noise" in result.output  # the demo is labelled
+    again = runner.invoke(app, ["enhance", PROMPT, "--demo", "--seed", "3"])
+    assert again.output.split("\n")[:3] == result.output.split("\n")[:3]  # same seed, same text
+    folder = presets_dir_with(tmp_path, timeout_seconds=0.000001)
+    failed = runner.invoke(app, ["enhance", PROMPT, "--demo", "--presets-dir", str(folder), "--job-type", "sdxl_image_fast"])
+    assert failed.exit_code == 0 and "fallback" in failed.output and "CLIP tokens" in failed.output
+
+
+@pytest.mark.parametrize("args, code", [
+    (["enhance", "   ", "--demo"], 2),
+    (["enhance", "nude teen on a beach", "--demo"], 3),
+    (["enhance", PROMPT, "--demo", "--job-type", "nope"], 2),
+])
+def test_enhance_command_errors(args, code):
+    result = runner.invoke(app, args)
+    assert result.exit_code == code
