@@ -12,6 +12,11 @@ broken compile cannot take the whole run down.
     python benchmarks/probe_speedups.py --tiny          # CPU smoke test, tiny configs
     python benchmarks/probe_speedups.py --meta-check    # parameter counts of the full configs
 
+The two device calls of 2026-11-25 (results in benchmarks/probe-results/):
+    --sections sdxl_unet,sdxl_pipe,sdxl_vae,child:unet_compile_default,child:unet_compile_ro,child:unet_regional --budget 530
+    --sections wan,child:wan_regional_cudnn,wan_vae,umt5,clip,qwen,child:qwen_static,child:unet_regional,child:sdxl_vae_compile,child:wan_full_ro_1f --budget 555
+each preceded by installing the carried wheels (.whl/: diffusers 0.42.1, importlib_metadata, lazy_importer).
+
 Sections: sdxl_unet sdxl_pipe sdxl_vae sdxl_compile clip wan wan_vae wan_compile
 umt5 qwen qwen_compile sdxl_vae_compile (or 'all'). --compile-variants picks the
 compiled children (see CHILD_SPECS).
@@ -239,6 +244,8 @@ def build(ctor, how="default"):
         with torch.device(DEV), init_empty_weights(include_buffers=False):
             m = ctor()
         materialize_meta_params(m, DT)
+        if hasattr(m, "tie_weights"):  # transformers: re-tie (UMT5 shared/embed_tokens) after materializing
+            m.tie_weights()
         m = m.to(DT)
     else:
         raise ValueError(how)
@@ -249,7 +256,18 @@ def build(ctor, how="default"):
 
 
 def build_timed(section, name, ctor):
-    """Build with both methods, record both times, keep the default-built model."""
+    """Build with both methods, record both times, keep the default-built model.
+
+    Order: default (cold), meta_fill, default again (kept), so neither method gets the
+    other's warm allocator or first-use costs for free."""
+    try:
+        torch.manual_seed(0)
+        m0, s0 = build(ctor, "default")
+        del m0
+        free()
+        rec(section, f"build {name} default, first build", s=round(s0, 3))
+    except Exception as e:  # noqa: BLE001
+        fail(section, f"build {name} default, first build", e)
     torch.manual_seed(0)
     try:
         m2, s2 = build(ctor, "meta_fill")
@@ -861,14 +879,15 @@ CHILD_SPECS = {
     # SDXL UNet, all on the channels_last + fuse_qkv model unless said otherwise
     "unet_compile_default": dict(kind="unet", mode="default", cl=True, fuse=True, pipe=True, timeout=230),
     "unet_compile_ro": dict(kind="unet", mode="reduce-overhead", cl=True, fuse=True, pipe=True, timeout=230),
-    "unet_regional": dict(kind="unet", mode="regional", cl=True, fuse=True, pipe=False, timeout=150),
+    "unet_regional": dict(kind="unet", mode="regional", cl=False, fuse=True, pipe=True, timeout=150),
     "unet_compile_default_plain": dict(kind="unet", mode="default", cl=False, fuse=False, pipe=False, timeout=200),
     "sdxl_vae_compile": dict(kind="sdxl_vae", mode="default", timeout=200),
-    "wan_regional_cudnn": dict(kind="wan", mode="regional", backend="_native_cudnn", timeout=200),
+    "wan_regional_cudnn": dict(kind="wan", mode="regional", backend="_native_cudnn", timeout=200,
+                               shapes=["81f B1", "1f B1", "1f B2"]),
     "wan_regional_native": dict(kind="wan", mode="regional", backend="native", timeout=150, shapes=["81f B1"]),
     "wan_full_ro_1f": dict(kind="wan", mode="reduce-overhead", backend="native", timeout=200,
                            shapes=["1f B2", "1f B1"]),
-    "qwen_static": dict(kind="qwen", mode="static", timeout=230),
+    "qwen_static": dict(kind="qwen", mode="static", timeout=180),
 }
 
 

@@ -20,9 +20,9 @@ from typing import Any
 from ourvidz import __version__
 from ourvidz.errors import EXIT_BUG, BadInput, Interrupted, OurvidzError
 from ourvidz.jobfile import Unit, file_digest, read_job_file
+from ourvidz.manifest import (MANIFEST, SUMMARY_JSON, SUMMARY_MD, Manifest, batch_lock, build_summary, clear_partial,
+                              expected_writes, new_record, now, summary_markdown)
 from ourvidz.outputs import atomic_replace, to_json
-
-MANIFEST, SUMMARY_JSON, SUMMARY_MD, LOCK = "manifest.json", "summary.json", "summary.md", ".lock"
 
 
 def default_batch_dir(job_file: Path) -> Path:
@@ -35,19 +35,15 @@ class BatchFailed(OurvidzError):
         self.exit_code = exit_code
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 # ---------------------------------------------------------------- planning
 def plan_units(units: list[Unit], records: dict[str, dict], batch_dir: Path, job_file: Path, *, models=None,
                demo: bool = False, presets_dir=None) -> dict[str, Any]:
     """uid -> JobPlan for every unit not done; the first problem (in file order) is raised, naming
     file, line and job. Seeds drawn for earlier runs (in `records`) are reused."""
-    from ourvidz.errors import PromptRefused
-    from ourvidz.plan import plan_job
     from pydantic import ValidationError
 
+    from ourvidz.errors import PromptRefused
+    from ourvidz.plan import plan_job
     from ourvidz.presets import Preset, load_preset
     from ourvidz.presets import _describe as describe
     from ourvidz.weights import resolve_sources, token_counter
@@ -102,85 +98,6 @@ def run_order(records: list[dict], keep_order: bool = False) -> list[dict]:
     return sorted(records, key=lambda r: (family_best[r["family"]], r["family"],
                                           stretch_best[(r["family"], r["enhance"])], r["enhance"],
                                           r["priority"], r["n"]))
-
-
-# ---------------------------------------------------------------- the manifest
-def new_record(u: Unit, plan) -> dict[str, Any]:
-    return {"id": u.uid, "n": u.n, "job": u.job, "line": u.line, "job_type": u.job_type,
-            "family": plan.preset.family, "enhance": plan.enhance, "priority": plan.preset.priority,
-            "prompt": u.prompt, "seed": plan.seed, "overrides": u.overrides, "out_dir": u.uid,
-            "state": "pending", "attempts": 0, "files": [], "writes": [], "error": None, "exit_code": None,
-            "error_class": None, "started": None, "finished": None, "seconds": None, "load_paid": None,
-            "load_avoided": None, "demo": None}
-
-
-class Manifest:
-    def __init__(self, batch_dir: Path, data: dict[str, Any]):
-        self.path = batch_dir / MANIFEST
-        self.data = data
-        self.by_id = {r["id"]: r for r in data["jobs"]}
-
-    @classmethod
-    def read(cls, batch_dir: Path) -> Manifest | None:
-        import json
-
-        path = batch_dir / MANIFEST
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            assert isinstance(data, dict) and isinstance(data["jobs"], list)
-        except (ValueError, KeyError, AssertionError, OSError) as exc:
-            raise BadInput(f"{path} is not a readable ourvidz manifest ({type(exc).__name__}); "
-                           "use another --out") from None
-        return cls(batch_dir, data)
-
-    def save(self, cache=None) -> None:
-        self.data["updated"] = _now()
-        if cache is not None:  # this run's model loads so far, kept even if the process is killed
-            self.data["runs"][-1]["families"] = cache.stats
-        atomic_replace(self.path, to_json(self.data))
-
-    def counts(self) -> dict[str, int]:
-        states = [r["state"] for r in self.data["jobs"]]
-        return {s: states.count(s) for s in ("pending", "running", "done", "failed")}
-
-
-def clear_partial(batch_dir: Path, rec: dict) -> list[str]:
-    """Remove what an unfinished attempt wrote (only the files that attempt was to write, and
-    their temporaries), so the redo starts clean and nothing half-made is kept as if done."""
-    removed = []
-    for rel in rec.get("writes") or []:
-        path = batch_dir / rel
-        for p in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
-            if p.is_file():
-                p.unlink()
-                removed.append(str(p.relative_to(batch_dir)))
-    rec["writes"] = []
-    return removed
-
-
-def expected_writes(plan, batch_dir: Path) -> list[str]:
-    rel = plan.out_dir.relative_to(batch_dir)
-    names = [n for f in plan.files for n in (f, str(Path(f).with_suffix(".json")))] + ["report.json"]
-    return [str(rel / n) for n in names]
-
-
-@contextmanager
-def batch_lock(batch_dir: Path):
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    batch_dir.mkdir(parents=True, exist_ok=True)
-    with open(batch_dir / LOCK, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BadInput(f"another `ourvidz batch` is working in {batch_dir}; wait for it or use "
-                           "another --out") from None
-        yield
 
 
 # ---------------------------------------------------------------- signals and rates
@@ -315,7 +232,7 @@ def run_batch(job_file: Path | str, out_dir: Path | None = None, *, keep_order: 
         else:
             manifest = Manifest(batch_dir, {
                 "ourvidz": __version__, "format": 1, "job_file": str(job_file.resolve()), "jobs_digest": digest,
-                "created": _now(), "updated": None, "order": [], "runs": [],
+                "created": now(), "updated": None, "order": [], "runs": [],
                 "jobs": [new_record(u, plans[u.uid]) for u in units]})
         for rec in manifest.data["jobs"]:
             if rec["id"] in plans:  # presets may have changed since: refresh what ordering reads
@@ -328,7 +245,7 @@ def run_batch(job_file: Path | str, out_dir: Path | None = None, *, keep_order: 
                 run["outcome"] = "killed"
         order = run_order(manifest.data["jobs"], keep_order)
         manifest.data["order"] = [r["id"] for r in order]
-        run = {"started": _now(), "pid": os.getpid(), "finished": None, "outcome": "running", "families": {}}
+        run = {"started": now(), "pid": os.getpid(), "finished": None, "outcome": "running", "families": {}}
         manifest.data["runs"].append(run)
         manifest.save()
         return _run(manifest, order, plans, batch_dir, run, console, cache or _cache(models, demo, device, vram_budget))
@@ -366,7 +283,7 @@ def _run(manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, ru
                     break
                 plan, current = plans[rec["id"]], rec
                 with stop.critical():
-                    rec.update(state="running", attempts=rec["attempts"] + 1, started=_now(), finished=None,
+                    rec.update(state="running", attempts=rec["attempts"] + 1, started=now(), finished=None,
                                error=None, exit_code=None, error_class=None, files=[],
                                writes=expected_writes(plan, batch_dir))
                     manifest.save(cache)
@@ -382,25 +299,25 @@ def _run(manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, ru
                     failure = None
                 seconds = time.perf_counter() - t0
                 with stop.critical():
-                    rec["finished"] = _now()
+                    rec["finished"] = now()
                     if failure is None:
                         report = result.report
                         rec.update(state="done", files=[str(p.relative_to(batch_dir)) for p in result.files],
-                                   seconds=report["total"], load_paid=sum(report["load"].values()), demo=report["demo"],
+                                   writes=[], seconds=report["total"], load_paid=sum(report["load"].values()),
+                                   demo=report["demo"],
                                    load_avoided=sum(s["avoided_seconds"] for s in cache.stats.values()) - avoided0)
                         rates.add(rec)
-                    else:
+                    else:  # `writes` stays: what it wrote is cleared before the retry
                         rec.update(state="failed", error=failure[0], exit_code=failure[1], error_class=failure[2],
                                    seconds=seconds)
-                    rec["writes"] = []
                     current = None
                     manifest.save(cache)
                 progress.finished(_job_line(rec, batch_dir), rates.eta(queue[i + 1:]))
         except KeyboardInterrupt:
             interrupted = True
             if current is not None and current["state"] == "running":
-                current.update(state="pending", finished=_now(), error="interrupted; redone on the next run")
-    run.update(finished=_now(), outcome="interrupted" if interrupted else "completed",
+                current.update(state="pending", finished=now(), error="interrupted; redone on the next run")
+    run.update(finished=now(), outcome="interrupted" if interrupted else "completed",
                seconds=time.perf_counter() - t_start, families=cache.stats)
     manifest.save()
     summary = build_summary(manifest, run, batch_dir)
@@ -416,61 +333,3 @@ def _job_line(rec: dict, batch_dir: Path) -> str:
         load = f", load {rec['load_paid']:.1f} s" if rec["load_paid"] else ", models resident"
         return f"[green]done[/] {rec['id']} in {rec['seconds']:.1f} s{load} -> {batch_dir / rec['out_dir']}"
     return f"[red]failed[/] {rec['id']} (exit {rec['exit_code']}): {rec['error']}"
-
-
-# ---------------------------------------------------------------- the summary
-def _stats(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"mean": None, "min": None, "max": None}
-    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
-
-
-def build_summary(manifest: Manifest, run: dict, batch_dir: Path) -> dict[str, Any]:
-    jobs = manifest.data["jobs"]
-    types: dict[str, list[dict]] = {}
-    for r in sorted(jobs, key=lambda r: (r["priority"], r["job_type"])):
-        types.setdefault(r["job_type"], []).append(r)
-
-    def row(name: str, recs: list[dict]) -> dict[str, Any]:
-        done = [r for r in recs if r["state"] == "done"]
-        return {"job_type": name, "jobs": len(recs), "done": len(done),
-                "failed": sum(r["state"] == "failed" for r in recs),
-                "pending": sum(r["state"] in ("pending", "running") for r in recs),
-                "seconds": _stats([r["seconds"] for r in done]),
-                "load_paid": sum(r["load_paid"] or 0.0 for r in done),
-                "load_avoided": sum(r["load_avoided"] or 0.0 for r in done)}
-
-    by_type = [row(name, recs) for name, recs in types.items()]
-    totals = row("all", jobs)
-    return {"batch": str(batch_dir), "job_file": manifest.data["job_file"], "runs": len(manifest.data["runs"]),
-            "this_run": {"started": run["started"], "finished": run["finished"], "outcome": run["outcome"],
-                         "seconds": run.get("seconds"), "families": run["families"]},
-            "totals": totals, "by_job_type": by_type,
-            "failures": [{"id": r["id"], "job_type": r["job_type"], "line": r["line"], "error": r["error"],
-                          "exit_code": r["exit_code"], "error_class": r["error_class"]}
-                         for r in jobs if r["state"] == "failed"]}
-
-
-def _s(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f} s"
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    t = summary["totals"]
-    lines = [f"# Batch summary: {summary['batch']}", "",
-             f"Job file `{summary['job_file']}`; {t['done']} of {t['jobs']} jobs done, {t['failed']} failed, "
-             f"{t['pending']} pending; run {summary['runs']} ({summary['this_run']['outcome']}).", "",
-             "| job type | jobs | done | failed | mean | min | max | load paid | load avoided |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in summary["by_job_type"] + [t]:
-        s = r["seconds"]
-        lines.append(f"| {r['job_type']} | {r['jobs']} | {r['done']} | {r['failed']} | {_s(s['mean'])} | "
-                     f"{_s(s['min'])} | {_s(s['max'])} | {_s(r['load_paid'])} | {_s(r['load_avoided'])} |")
-    lines += ["", "Model families in this run:", "", "| family | loads | load time | reuses | load avoided |",
-              "|---|---:|---:|---:|---:|"]
-    for fam, st in summary["this_run"]["families"].items():
-        lines.append(f"| {fam} | {st['loads']} | {_s(st['load_seconds'])} | {st['reuses']} | {_s(st['avoided_seconds'])} |")
-    if summary["failures"]:
-        lines += ["", "Failures:", ""] + [f"- `{f['id']}` (line {f['line']}, exit {f['exit_code']}): {f['error']}"
-                                          for f in summary["failures"]]
-    return "\n".join(lines) + "\n"

@@ -301,7 +301,7 @@ def overview(client: redis.Redis, queues: list[str] | None = None) -> dict[str, 
     now = time.time()
     workers, names = [], set(queues or DEFAULT_QUEUES)
     for wid, info in sorted(client.hgetall(WORKERS).items()):
-        wid, info = _text(wid), json.loads(info)
+        wid, info = text(wid), json.loads(info)
         beat = client.get(heartbeat_key(wid))
         state = json.loads(beat) if beat else {}
         names.update(info.get("queues", []))

@@ -38,9 +38,12 @@ BLOCK_SECONDS = 30  # a BLMOVE's own limit; waits normally end with a job or CLI
 REDIS_PATIENCE = 300  # how long a worker rides out a Redis outage before exiting
 NON_RETRYABLE = (BadInput, PromptRefused, WeightsError)  # the same job would fail the same way again
 
-# KEYS: job. ARGV: worker, field, value, ... -> the attempt number, or -1 if the job is completed.
+# KEYS: job. ARGV: worker, field, value, ... -> the attempt number; -1 if the job is completed, -2
+# if a live worker runs it (both: the producer pushed the same id twice).
 START = """
-if redis.call('HGET', KEYS[1], 'state') == 'completed' then return -1 end
+local state, owner = unpack(redis.call('HMGET', KEYS[1], 'state', 'worker'))
+if state == 'completed' then return -1 end
+if state == 'running' and owner and redis.call('EXISTS', 'ourvidz:worker:' .. owner) == 1 then return -2 end
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1], unpack(ARGV, 2))
 redis.call('PERSIST', KEYS[1])
@@ -49,9 +52,9 @@ return n
 # KEYS: job, processing, queue. ARGV: worker, attempt, payload, ttl, 'lpush' to retry, field, value, ...
 FINISH = """
 local mine = redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[1], 'attempts') == ARGV[2]
-redis.call('LREM', KEYS[2], 1, ARGV[3])
+local removed = redis.call('LREM', KEYS[2], 1, ARGV[3])
 if not mine then return 0 end
-if ARGV[5] == 'lpush' then redis.call('LPUSH', KEYS[3], ARGV[3]) end
+if ARGV[5] == 'lpush' and removed == 1 then redis.call('LPUSH', KEYS[3], ARGV[3]) end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 return 1
@@ -119,6 +122,10 @@ class Worker:
         from ourvidz.weights import token_counter
 
         self.connect()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"--out {self.out}: cannot create it: {exc.strerror}") from None
         self.cache = ModelCache(**self.cache_args)
         self.counter = token_counter(self.cache_args["models_file"], self.cache_args["demo"])
         self.blockers = [connect(self.url, single_connection_client=True, socket_timeout=BLOCK_SECONDS + 15)
@@ -257,7 +264,7 @@ class Worker:
                        "out_dir": str(out_dir.resolve())}
         attempt = self._retrying(self.scripts["start"], [job_key(job_id)], [self.id, *_flat(fields)])
         if attempt < 0:
-            self.log(f"{job_id}: already completed; dropping the repeated payload")
+            self.log(f"{job_id}: already {'completed' if attempt == -1 else 'running'}; dropping the repeated payload")
             self._retrying(self.r.lrem, processing_key(self.id, queue), 1, raw)
             return
         label = f"{job_id} ({spec.job_type if spec else 'malformed'})"

@@ -215,7 +215,7 @@ class BatchProgress:
         self._drop_step()
         self.progress.advance(self.overall)
         self.set_eta(eta)
-        self.progress.console.print(line, highlight=False)
+        self.progress.console.print(line, highlight=False, soft_wrap=True)
 
 
 def batch_order_table(records, batch_dir) -> Table:

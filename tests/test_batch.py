@@ -136,34 +136,44 @@ def test_all_ten_job_types_in_one_process_each_family_loaded_once(tmp_path):
     assert all(j["attempts"] == 1 for j in manifest(out)["jobs"]) and again.summary["this_run"]["families"] == {}
 
 
-def test_a_failed_job_is_recorded_and_the_others_finish_then_a_rerun_retries_it(tmp_path, monkeypatch):
+def test_failed_jobs_are_recorded_and_the_others_finish_then_a_rerun_retries_them(tmp_path, monkeypatch):
+    import ourvidz.job
     from ourvidz.pipelines.sdxl import SDXLFamily
 
-    real = SDXLFamily.generate
+    real_generate, real_save = SDXLFamily.generate, ourvidz.job.save_png
 
     def generate(self, req, on_step=None):
         if "explode" in req.prompt:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(self, req, on_step)
+        return real_generate(self, req, on_step)
+
+    def save_png(path, image, parameters, sidecar):
+        if "disk full" in sidecar["plan"]["prompt"] and path.name == "image-01.png":
+            raise OSError(28, "No space left on device")
+        return real_save(path, image, parameters, sidecar)
 
     monkeypatch.setattr(SDXLFamily, "generate", generate)
-    path = write_jobs(tmp_path / "jobs.yaml", [job("sdxl_image_fast", "a red fox"), job("sdxl_image_fast", "explode"),
-                                               job("image_fast", "a cat")])
+    monkeypatch.setattr(ourvidz.job, "save_png", save_png)
+    prompts = ("a red fox", "explode", "disk full", "a cat")
+    path = write_jobs(tmp_path / "jobs.yaml", [job("sdxl_image_fast", p) for p in prompts[:3]] + [job("image_fast", "a cat")])
     out = tmp_path / "b"
     outcome, text = run(path, out, keep_order=True)
-    states = {j["prompt"]: j for j in manifest(out)["jobs"]}
-    assert [states[p]["state"] for p in ("a red fox", "explode", "a cat")] == ["done", "failed", "done"]
-    bad = states["explode"]
-    assert bad["exit_code"] == 5 and bad["error_class"] == "OutOfMemory" and "out of GPU memory" in bad["error"]
-    assert not any((out / bad["out_dir"]).glob("*.png"))
-    with pytest.raises(BatchFailed, match="1 of 3 jobs failed") as exc:
+    jobs = {j["prompt"]: j for j in manifest(out)["jobs"]}
+    assert [jobs[p]["state"] for p in prompts] == ["done", "failed", "failed", "done"]
+    oom, full = jobs["explode"], jobs["disk full"]
+    assert oom["exit_code"] == 5 and oom["error_class"] == "OutOfMemory" and "out of GPU memory" in oom["error"]
+    assert full["exit_code"] == 1 and "No space left" in full["error"]
+    assert not any((out / oom["out_dir"]).glob("*.png")) and (out / full["out_dir"] / "image-00.png").is_file()
+    with pytest.raises(BatchFailed, match="2 of 4 jobs failed") as exc:
         outcome.raise_for_status()
-    assert exc.value.exit_code == 5 and outcome.summary["failures"][0]["id"] == bad["id"]
+    assert exc.value.exit_code == 5 and [f["id"] for f in outcome.summary["failures"]] == [oom["id"], full["id"]]
     assert "failures" in text
-    monkeypatch.setattr(SDXLFamily, "generate", real)
+    monkeypatch.setattr(SDXLFamily, "generate", real_generate)
+    monkeypatch.setattr(ourvidz.job, "save_png", real_save)
     outcome, _ = run(path, out)
     outcome.raise_for_status()
-    assert {j["prompt"]: j["attempts"] for j in manifest(out)["jobs"]} == {"a red fox": 1, "explode": 2, "a cat": 1}
+    assert {p: j["attempts"] for p, j in ((j["prompt"], j) for j in manifest(out)["jobs"])} == \
+        {"a red fox": 1, "explode": 2, "disk full": 2, "a cat": 1}
 
 
 def test_sigterm_stops_after_the_current_job_and_a_second_signal_stops_at_once(tmp_path, monkeypatch):
@@ -174,6 +184,9 @@ def test_sigterm_stops_after_the_current_job_and_a_second_signal_stops_at_once(t
     def run_job(plan, cache, on_step=None):
         calls.append(plan.prompt)
         if plan.prompt in signals:
+            if signals[plan.prompt] == 2:  # stopped at once with an output half written
+                plan.out_dir.mkdir(parents=True)
+                (plan.out_dir / plan.files[0]).write_bytes(b"half a png")
             for _ in range(signals[plan.prompt]):
                 os.kill(os.getpid(), signal.SIGTERM)
         return real(plan, cache, on_step)
@@ -197,6 +210,7 @@ def test_sigterm_stops_after_the_current_job_and_a_second_signal_stops_at_once(t
     assert outcome.interrupted and calls == ["three"]
     three = m["jobs"][2]
     assert three["state"] == "pending" and three["attempts"] == 1 and "interrupted" in three["error"]
+    assert (out / three["out_dir"] / "image-00.png").read_bytes() == b"half a png"
     assert not any(j["state"] == "running" for j in m["jobs"])
 
     signals, calls[:] = {}, []
@@ -204,6 +218,7 @@ def test_sigterm_stops_after_the_current_job_and_a_second_signal_stops_at_once(t
     outcome.raise_for_status()
     assert calls == ["three", "four"]
     assert [j["attempts"] for j in manifest(out)["jobs"]] == [1, 1, 2, 1]
+    assert (out / three["out_dir"] / "image-00.png").read_bytes().startswith(b"\x89PNG")  # redone from scratch
 
 
 def test_a_batch_killed_mid_run_resumes_without_redoing_or_losing_a_job(tmp_path):
@@ -218,7 +233,8 @@ def test_a_batch_killed_mid_run_resumes_without_redoing_or_losing_a_job(tmp_path
     try:
         while time.monotonic() < deadline:
             try:
-                if sum(j["state"] == "done" for j in manifest(out)["jobs"]) >= 1:
+                states = [j["state"] for j in manifest(out)["jobs"]]
+                if "done" in states and "running" in states:
                     break
             except (OSError, ValueError):
                 pass
@@ -233,7 +249,6 @@ def test_a_batch_killed_mid_run_resumes_without_redoing_or_losing_a_job(tmp_path
     done_then = {j["id"]: j for j in at_kill["jobs"] if j["state"] == "done"}
     unfinished = [j["id"] for j in at_kill["jobs"] if j["state"] != "done"]
     assert done_then and unfinished, "the kill came too late to test anything"
-    print(f"killed with {len(done_then)} done, {len(unfinished)} not")
     mtimes = {f: (out / f).stat().st_mtime_ns for j in done_then.values() for f in j["files"]}
 
     outcome, text = run(path, out)
@@ -253,7 +268,7 @@ def test_a_batch_killed_mid_run_resumes_without_redoing_or_losing_a_job(tmp_path
     assert all(s["loads"] == 1 for s in families.values()) and "wan" in families
 
 
-def test_a_changed_job_file_is_refused_and_a_dry_run_loads_nothing(tmp_path, monkeypatch):
+def test_a_changed_job_file_or_a_busy_folder_is_refused_and_a_dry_run_loads_nothing(tmp_path, monkeypatch):
     path = write_jobs(tmp_path / "jobs.yaml", [job("image_fast", "a cat"), job("sdxl_image_fast", "a dog")])
     out = tmp_path / "b"
     result = CliRunner().invoke(app, ["batch", str(path), "--demo", "--out", str(out), "--dry-run"])
@@ -262,6 +277,20 @@ def test_a_changed_job_file_is_refused_and_a_dry_run_loads_nothing(tmp_path, mon
     run(path, out)
     path.write_text(path.read_text() + "# a comment changes nothing\n")
     run(path, out)
+    with batch_mod.batch_lock(out), pytest.raises(BadInput, match="another `ourvidz batch` is working in"):
+        run(path, out)
     write_jobs(path, [job("image_fast", "a cat"), job("sdxl_image_fast", "a wolf")])
     with pytest.raises(BadInput, match="is not the job file of the batch"):
         run(path, out)
+
+
+def test_generate_prompt_file_shares_the_cache_and_gives_each_prompt_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.txt").write_text("a cat\n# a comment\na dog\n\na bird\n")
+    result = CliRunner().invoke(app, ["generate", "image_fast", "--prompt-file", "prompts.txt", "--seed", "3",
+                                      "--steps", "2", "--demo"])
+    assert result.exit_code == 0, result.output
+    reports = sorted(tmp_path.glob("outputs/image_fast-*-prompts/*/report.json"))
+    assert [p.parent.name for p in reports] == ["000", "001", "002"]
+    loads = [sum(json.loads(p.read_text())["load"].values()) for p in reports]
+    assert loads[0] > 0 and loads[1:] == [0.0, 0.0]

@@ -37,7 +37,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"(median; min-max in brackets); measured bf16 matmul rate: "
         + (f"{results['matmul_tflops']:.0f} TFLOP/s" if results.get("matmul_tflops") else "n/a"),
         "",
-        "| job type | seed doc (RTX 6000 Ada) | plain diffusers | ourvidz | ratio | ourvidz first run | achieved TFLOP/s | floor | peak GPU mem | PSNR vs plain |",
+        "| job type | seed doc (RTX 6000 Ada) | plain diffusers | ourvidz | ratio | ourvidz warm-up (2 steps, compiles) | achieved TFLOP/s | floor | peak GPU mem | PSNR vs plain |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for job, r in results["rows"].items():
@@ -54,7 +54,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{mem} | {'identical' if psnr == float('inf') else f'{psnr:.1f} dB'} |")
     if results.get("ablation"):
         lines += ["", "Ablation (speed-ups added one at a time, cumulative; same job, same process):", "",
-                  "| job type | plain diffusers | + speed-up | median | ratio to plain | first run |", "|---|---|---|---|---|---|"]
+                  "| job type | plain diffusers | + speed-up | median | ratio to plain | warm-up (2 steps) |", "|---|---|---|---|---|---|"]
         for job, stages in results["ablation"].items():
             plain = results["rows"][job]["plain"]["median"]
             for st in stages:
