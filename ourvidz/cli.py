@@ -213,6 +213,7 @@ def bench(
     steps: Steps = None, frames: Frames = None, num_images: NumImages = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the JSON, markdown and chart go.")] = Path("benchmarks"),
     models: ModelsFile = None, device: Device = None,
+    deadline: Annotated[Optional[float], typer.Option("--deadline", help="Seconds after which jobs not yet started are skipped (results so far are kept).")] = None,
     cold_start: Annotated[Optional[str], typer.Option("--cold-start", help="Comma-separated job types to time from process start to files on disk (compile cache warmed by a first run).")] = None,
 ):
     """Time every job type through ourvidz and through plain diffusers in the same process."""
@@ -230,9 +231,10 @@ def bench(
     jobs = job_types or sorted(all_job_types())
     cfg = BenchConfig(job_types=jobs, runs=runs, video_runs=video_runs, weights=weights, device=device,
                       models_file=models, ablation=[] if ablation == "none" else [a for a in ablation.split(",") if a in jobs],
-                      overrides={k: v for k, v in {"steps": steps, "frames": frames, "num_images": num_images}.items() if v})
+                      overrides={k: v for k, v in {"steps": steps, "frames": frames, "num_images": num_images}.items() if v},
+                      deadline_s=deadline)
     log = lambda line: out.print(line, highlight=False)  # noqa: E731
-    results = run_bench(cfg, log=log) if jobs != ["none"] else {}
+    results = run_bench(cfg, log=log, save=lambda r: write(r, out_dir)) if jobs != ["none"] else {}
     if cold_start:
         from ourvidz.bench.runner import cold_starts
 

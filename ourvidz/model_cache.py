@@ -122,7 +122,9 @@ class ModelCache:
                               "--vram-budget so other models are moved out first") from None
         except Exception as exc:
             raise WeightsError(f"cannot load {family} weights from {source.describe()}: {one_line(exc)}") from None
-        if family in ("sdxl", "wan"):
+        if family in ("sdxl", "wan") and not (source.is_demo and family not in self.loaders):
+            # Not on the tiny demo models: compiling them costs more than it saves, and cuDNN
+            # attention rejects their head size.
             from ourvidz.speedups import apply
 
             apply(model, self.speedups)

@@ -14,17 +14,20 @@ from pathlib import Path
 
 import torch
 
-# The order the bench adds them in for its cumulative ablation table.
-SWITCHES = ("channels_last", "fuse_qkv", "attention_backend", "compile", "compile_vae")
+# The order the bench adds them in for its cumulative ablation table. Measured on an H100
+# (benchmarks/probe-results/h100-2026-11-25.md); left out because they did not pay there:
+# channels_last without compile (slower), fused QKV (neutral), full-graph UNet compile (1.21x
+# but ~107 s of compiling per batch shape), flash/efficient SDPA backends (slower than cuDNN).
+SWITCHES = ("batch_cfg", "vae_layout", "attention_backend", "compile", "compile_vae")
 
 
 @dataclass
 class Speedups:
-    channels_last: bool = True  # SDXL UNet and VAE: convolutions in NHWC, the layout cuDNN prefers
-    fuse_qkv: bool = True  # SDXL UNet self-attention: one QKV matmul instead of three
-    attention_backend: bool = True  # Wan: cuDNN's fused attention (diffusers' _native_cudnn) on Hopper
-    compile: bool = True  # SDXL: torch.compile of the UNet; Wan: regional compile of the repeated blocks
-    compile_vae: bool = True  # SDXL VAE decoder, torch.compile
+    batch_cfg: bool = True  # Wan one-frame jobs: both guidance branches in one batch-2 call
+    vae_layout: bool = True  # Wan VAE: Conv3d weights in channels_last_3d, cuDNN autotuning on
+    attention_backend: bool = True  # Wan: cuDNN fused attention (diffusers' _native_cudnn) on Hopper
+    compile: bool = True  # regional compile of the repeated blocks (SDXL UNet, Wan transformer)
+    compile_vae: bool = True  # SDXL VAE decoder compiled, channels_last
     compile_cache_dir: str | None = None  # persistent inductor cache (default ~/.cache/ourvidz/inductor)
 
     @classmethod
@@ -33,13 +36,8 @@ class Speedups:
 
     @classmethod
     def for_device(cls, device: torch.device) -> Speedups:
-        # On the CPU (demo models) compiling costs more than it saves.
-        return cls() if device.type == "cuda" else cls.off()
-
-    def upto(self, name: str) -> Speedups:
-        """Switches up to and including `name` on (SWITCHES order), the rest off."""
-        on = SWITCHES[: SWITCHES.index(name) + 1]
-        return Speedups(**{s: s in on for s in SWITCHES}, compile_cache_dir=self.compile_cache_dir)
+        # On the CPU (demo models) compiling costs more than it saves; batching CFG is free.
+        return cls() if device.type == "cuda" else cls(**{n: n == "batch_cfg" for n in SWITCHES})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,58 +57,62 @@ def apply(model, s: Speedups, only: tuple[str, ...] = SWITCHES) -> list[str]:
     """Apply the switches that are on (among `only`) to a loaded SDXLFamily or WanFamily, once each;
     returns everything applied so far. Cumulative: the bench's ablation calls it stage by stage."""
     applied = model.__dict__.setdefault("speedups_applied", [])
-    if model.device.type != "cuda":
-        return applied
     for name in only:
         if not getattr(s, name) or name in applied:
             continue
+        if model.device.type != "cuda" and name != "batch_cfg":
+            continue
         if name.startswith("compile"):
             enable_compile_cache(s.compile_cache_dir)
-        if _SWITCH[model.family][name](model.pipe):
+        if _SWITCH[model.family].get(name, _not_for_family)(model):
             applied.append(name)
     return applied
 
 
-def _sdxl_channels_last(pipe) -> bool:
-    pipe.unet.to(memory_format=torch.channels_last)
-    pipe.vae.to(memory_format=torch.channels_last)
+def _sdxl_compile(model) -> bool:
+    model.pipe.unet.compile_repeated_blocks(fullgraph=True, dynamic=False)
     return True
 
 
-def _sdxl_fuse_qkv(pipe) -> bool:
-    pipe.fuse_qkv_projections()
+def _sdxl_compile_vae(model) -> bool:
+    vae = model.pipe.vae
+    vae.to(memory_format=torch.channels_last)  # pays only compiled (slower eager)
+    vae.decoder.compile(fullgraph=True, dynamic=False)
     return True
 
 
-def _sdxl_compile(pipe) -> bool:
-    pipe.unet.compile(fullgraph=True)
+def _wan_batch_cfg(model) -> bool:
+    model.batch_cfg = True
     return True
 
 
-def _sdxl_compile_vae(pipe) -> bool:
-    pipe.vae.decoder.compile(fullgraph=True)
+def _wan_vae_layout(model) -> bool:
+    # The Wan VAE also has 2-D convolutions, so the module-wide .to(channels_last_3d) fails.
+    for m in model.pipe.vae.modules():
+        if isinstance(m, torch.nn.Conv3d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
+    torch.backends.cudnn.benchmark = True
     return True
 
 
-def _wan_attention(pipe) -> bool:
+def _wan_attention(model) -> bool:
     if torch.cuda.get_device_capability()[0] < 9:  # cuDNN's fused attention pays off on Hopper
         return False
-    pipe.transformer.set_attention_backend("_native_cudnn")
+    model.pipe.transformer.set_attention_backend("_native_cudnn")
     return True
 
 
-def _wan_compile(pipe) -> bool:
-    pipe.transformer.compile_repeated_blocks(fullgraph=True)
+def _wan_compile(model) -> bool:
+    model.pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)
     return True
 
 
-def _not_for_family(pipe) -> bool:
+def _not_for_family(model) -> bool:
     return False
 
 
 _SWITCH = {
-    "sdxl": {"channels_last": _sdxl_channels_last, "fuse_qkv": _sdxl_fuse_qkv, "attention_backend": _not_for_family,
-             "compile": _sdxl_compile, "compile_vae": _sdxl_compile_vae},
-    "wan": {"channels_last": _not_for_family, "fuse_qkv": _not_for_family, "attention_backend": _wan_attention,
-            "compile": _wan_compile, "compile_vae": _not_for_family},
+    "sdxl": {"compile": _sdxl_compile, "compile_vae": _sdxl_compile_vae},
+    "wan": {"batch_cfg": _wan_batch_cfg, "vae_layout": _wan_vae_layout, "attention_backend": _wan_attention,
+            "compile": _wan_compile},
 }

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ourvidz.bench.tables import merge
@@ -30,8 +31,8 @@ def test_bench_demo_writes_json_markdown_chart(tmp_path):
 
 def test_speedup_switches():
     assert not any(getattr(Speedups.off(), s) for s in SWITCHES)
-    staged = Speedups().upto("fuse_qkv")
-    assert staged.channels_last and staged.fuse_qkv and not staged.compile
+    cpu = Speedups.for_device(torch.device("cpu"))
+    assert cpu.batch_cfg and not cpu.compile  # compiling tiny CPU models costs more than it saves
 
 
 def test_merge_refuses_other_card():

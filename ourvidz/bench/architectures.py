@@ -75,6 +75,7 @@ class RandomSDXL:
         from ourvidz.pipelines.sdxl import SDXLFamily
 
         tok, tok2 = clip_tokenizers("openai")
+        torch.manual_seed(0)  # the bench builds this twice (plain and ourvidz): the same weights
         times = {}
         t0 = time.perf_counter()
         with on_device(device, dtype):
@@ -101,6 +102,7 @@ class RandomWan:
         from ourvidz.pipelines.wan import WanFamily
 
         times = {}
+        torch.manual_seed(0)
         t0 = time.perf_counter()
         with on_device(device, dtype):
             transformer = WanTransformer3DModel(**WAN_1_3B)
@@ -129,6 +131,7 @@ class RandomQwen:
         times = {}
         t0 = time.perf_counter()
         tok = qwen_tokenizer()
+        torch.manual_seed(0)
         with on_device(device, dtype):
             model = Qwen2ForCausalLM(Qwen2Config(**QWEN_7B, eos_token_id=tok.eos_token_id,
                                                  pad_token_id=tok.pad_token_id))

@@ -40,6 +40,7 @@ class BenchConfig:
     ablation: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)  # e.g. steps/frames for a quick CPU run
     video_runs: int | None = None  # fewer runs for the 81-frame jobs
+    deadline_s: float | None = None  # skip what would start past this many seconds
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -101,19 +102,6 @@ def plain_job(cache: ModelCache, plan, out: Path) -> tuple[Any, float]:
     return pixels, seconds
 
 
-def count_flops(cache: ModelCache, plan_for: Callable[..., Any], out: Path) -> float | None:
-    """FLOPs of a whole job: the flop counter over 1 and 2 steps gives the fixed part and the per-step part."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counts = []
-    for steps in (1, 2):
-        with FlopCounterMode(display=False) as counter:
-            plain_job(cache, plan_for(steps=steps), out)
-        counts.append(counter.get_total_flops())
-    per_step, fixed = counts[1] - counts[0], 2 * counts[0] - counts[1]
-    return fixed + per_step * plan_for().preset.steps
-
-
 def pixels_of(result) -> np.ndarray:
     from PIL import Image
 
@@ -130,11 +118,17 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
+              save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Family by family (sdxl, then wan): plain diffusers for every job of the family, then the
+    speed-ups (stage by stage for the ablation jobs), then the same jobs through ourvidz. Results
+    are saved after every row, so a run cut short keeps what it measured; past cfg.deadline_s the
+    remaining jobs are skipped and listed."""
     from ourvidz.bench.architectures import RANDOM_LOADERS
     from ourvidz.report import device_name, versions
     from ourvidz.weights import token_counter
 
+    t_start = time.monotonic()
     demo = cfg.weights == "demo"
     loaders = RANDOM_LOADERS if cfg.weights == "random" else {}
     cache = ModelCache(models_file=cfg.models_file, demo=demo or cfg.weights == "random", device=cfg.device,
@@ -144,9 +138,11 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     counter = token_counter(cfg.models_file, demo)
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"), "card": device_name(device), "versions": versions(),
-        "weights": cfg.weights, "runs": cfg.runs, "overrides": cfg.overrides, "prompt": PROMPT, "seed": SEED,
-        "matmul_tflops": card_matmul_tflops(device), "rows": {}, "ablation": {},
+        "weights": cfg.weights, "runs": cfg.runs, "video_runs": cfg.video_runs or cfg.runs,
+        "overrides": cfg.overrides, "prompt": PROMPT, "seed": SEED, "speedups": Speedups().to_dict(),
+        "matmul_tflops": card_matmul_tflops(device), "rows": {}, "ablation": {}, "skipped": [],
     }
+    save = save or (lambda r: None)
 
     def make_plan(job: str, tag: str, **extra):
         preset = load_preset(job)  # a quick run's --frames/--num-images apply where the job has them
@@ -160,75 +156,113 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
             plan.enhancement = plan.enhancement_settings().model_copy(update={"attempts": 1})
         return plan
 
-    def runs_for(job: str) -> int:
-        return (cfg.video_runs or cfg.runs) if make_plan(job, "probe").preset.is_video else cfg.runs
+    def runs_for(plan) -> int:
+        return (cfg.video_runs or cfg.runs) if plan.preset.is_video else cfg.runs
 
-    # 1. Plain diffusers: one warm-up, then the measured runs; and the job's FLOPs.
-    plain_pixels = {}
-    for job in cfg.job_types:
-        plan = make_plan(job, "plain")
-        plan.out_dir.mkdir(parents=True)
-        t_load = time.perf_counter()
-        for family in [plan.preset.family] + (["qwen"] if plan.enhance else []):
-            cache.get(family)
-        load = time.perf_counter() - t_load
-        first = plain_job(cache, make_plan(job, "warm", steps=2), plan.out_dir)[1]  # kernels, allocator
-        runs = [plain_job(cache, plan, plan.out_dir) for _ in range(runs_for(job))]
-        times = [seconds for _, seconds in runs]
-        plain_pixels[job] = runs[-1][0]
-        flops = count_flops(cache, lambda steps=None: make_plan(job, "flops", **({"steps": steps} if steps else {})),
-                            plan.out_dir) if device.type == "cuda" and not plan.enhance else None
-        results["rows"][job] = {"plain": {**stats(times), "first": first, "model_build_s": load}, "flops": flops}
-        log(f"plain   {job:24s} median {statistics.median(times):8.2f} s  (first {first:.2f} s)")
+    def out_of_time(job: str, what: str) -> bool:
+        if cfg.deadline_s and time.monotonic() - t_start > cfg.deadline_s:
+            results["skipped"].append(f"{job} ({what}): past the {cfg.deadline_s:.0f} s deadline")
+            log(f"skip    {job:24s} {what}: past the deadline")
+            return True
+        return False
 
-    # 2. ourvidz: the ablation stages first (cumulative), then every job with all speed-ups on.
+    flop_shapes: dict[tuple, tuple[float, float]] = {}  # one count per family and shape
+
+    def job_flops(plan, out: Path) -> float | None:
+        p = plan.preset
+        if device.type != "cuda" or plan.enhance:
+            return None
+        key = (p.family, p.width, p.height, p.frames, p.num_images)
+        if key not in flop_shapes:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            counts = []
+            for steps in (1, 2):
+                with FlopCounterMode(display=False) as counter_mode:
+                    plain_job(cache, make_plan(plan.job_type, "flops", steps=steps), out)
+                counts.append(counter_mode.get_total_flops())
+            flop_shapes[key] = (2 * counts[0] - counts[1], counts[1] - counts[0])
+        fixed, per_step = flop_shapes[key]
+        return fixed + per_step * p.steps
+
+    # Two caches with the same weights: plain (no speed-ups) and ourvidz. Random weights are built
+    # from the same seed, so both hold identical models; Qwen has no speed-ups and is shared.
+    fast = ModelCache(models_file=cfg.models_file, demo=demo or cfg.weights == "random", device=cfg.device,
+                      speedups=Speedups.off(), loaders=loaders, vram_budget_gb=1e6)
     full = Speedups()
-    cache.speedups = full
-    for job in cfg.ablation:
-        family = make_plan(job, "abl").preset.family
-        model, _ = cache.get(family)
-        stages = []
-        for name in SWITCHES:
-            before = list(model.__dict__.get("speedups_applied", []))
-            apply(model, full, only=SWITCHES[: SWITCHES.index(name) + 1])
-            if model.__dict__.get("speedups_applied", []) == before:
-                continue  # this switch does nothing for this family
-            first = run_job(make_plan(job, f"abl-{name}", steps=2), cache).report["total"]  # compiles
-            times = [run_job(make_plan(job, f"abl-{name}"), cache).report["total"] for _ in range(cfg.runs)]
-            stages.append({"added": name, **stats(times), "first": first})
-            log(f"ablate  {job:24s} +{name:18s} median {statistics.median(times):8.2f} s  (first {first:.2f} s)")
-        results["ablation"][job] = stages
-    for family, model in list(cache.resident.items()):
-        if family in ("sdxl", "wan"):
+    families: dict[str, list[str]] = {}
+    for job in cfg.job_types:
+        families.setdefault(load_preset(job).family, []).append(job)
+    for family, jobs in families.items():
+        ablate = [j for j in jobs if j in cfg.ablation]
+        jobs = ablate + [j for j in jobs if j not in ablate]  # ablation before any full speed-up run
+        for job in jobs:
+            if out_of_time(job, "plain and ourvidz"):
+                continue
+            # 1. Plain diffusers: a 2-step warm-up (kernels, allocator), the measured runs, the FLOPs.
+            plan = make_plan(job, "plain")
+            plan.out_dir.mkdir(parents=True)
+            t_load = time.perf_counter()
+            for fam in [family] + (["qwen"] if plan.enhance else []):
+                cache.get(fam)
+            if plan.enhance:
+                fast.resident.setdefault("qwen", cache.resident["qwen"])
+            load = time.perf_counter() - t_load
+            first = plain_job(cache, make_plan(job, "warm", steps=2), plan.out_dir)[1]
+            runs = [plain_job(cache, plan, plan.out_dir) for _ in range(runs_for(plan))]
+            times = [seconds for _, seconds in runs]
+            row = results["rows"][job] = {"plain": {**stats(times), "first": first, "model_build_s": load},
+                                          "flops": job_flops(plan, plan.out_dir)}
+            log(f"plain   {job:24s} median {statistics.median(times):8.2f} s  (warm-up {first:.2f} s)")
+
+            # 2. Ablation: the speed-ups added one at a time on the ourvidz models.
+            model, _ = fast.get(family)
+            if job in ablate:
+                stages = []
+                for name in SWITCHES:
+                    before = list(model.__dict__.get("speedups_applied", []))
+                    apply(model, full, only=SWITCHES[: SWITCHES.index(name) + 1])
+                    if model.__dict__.get("speedups_applied", []) == before:
+                        continue  # this switch does nothing for this family or card
+                    warm = run_job(make_plan(job, f"abl-{name}", steps=2), fast).report["total"]  # compiles
+                    abl = [run_job(make_plan(job, f"abl-{name}"), fast).report["total"] for _ in range(runs_for(plan))]
+                    stages.append({"added": name, **stats(abl), "first": warm})
+                    log(f"ablate  {job:24s} +{name:18s} median {statistics.median(abl):8.2f} s  (warm-up {warm:.2f} s)")
+                results["ablation"][job] = stages
             apply(model, full)
 
-    for job in cfg.job_types:
-        first = run_job(make_plan(job, "first", steps=2), cache)  # the warm-up: compiles on a 2-step job
-        reports = [run_job(make_plan(job, "fast"), cache) for _ in range(runs_for(job))]
-        row = results["rows"][job]
-        totals = [r.report["total"] for r in reports]
-        phases = {k: statistics.median([r.report["phases"].get(k, 0.0) for r in reports])
-                  for k in ("encode", "denoise", "decode", "save")}
-        enh = [r.report["enhancement"]["seconds"] for r in reports if r.report.get("enhancement")]
-        if enh:
-            phases["enhance"] = statistics.median(enh)
-        ours = pixels_of(reports[-1])
-        row["ourvidz"] = {**stats(totals), "first": first.report["total"], "phases": phases,
-                          "load_in_job_s": sum(reports[-1].report["load"].values()),
-                          "peak_gpu_memory_gb": max((r.report["peak_gpu_memory_gb"] or 0) for r in reports) or None,
-                          "speedups": reports[-1].report["models"][first.plan.preset.family].get("speedups", [])}
-        row["ratio"] = row["plain"]["median"] / row["ourvidz"]["median"]
-        row["exact"] = {"psnr_db": psnr(ours, plain_pixels[job]),
-                        "max_abs_diff": int(np.abs(ours.astype(int) - plain_pixels[job].astype(int)).max())}
-        if row["flops"]:
-            row["achieved_tflops"] = row["flops"] / row["ourvidz"]["median"] / 1e12
-            if results["matmul_tflops"]:
-                row["floor_s"] = row["flops"] / (results["matmul_tflops"] * 1e12)
-        doc = make_plan(job, "doc").preset.seed_doc
-        row["seed_doc"] = {"seconds": doc.seconds, "status": doc.status} if doc else None
-        log(f"ourvidz {job:24s} median {row['ourvidz']['median']:8.2f} s  ratio {row['ratio']:.2f}x  "
-            f"PSNR vs plain {row['exact']['psnr_db']:.1f} dB")
-    results["cache_stats"] = cache.stats
+            # 3. ourvidz: the same job as a user runs it, models resident.
+            first_run = run_job(make_plan(job, "first", steps=2), fast)  # the warm-up: compiles this shape
+            reports = [run_job(make_plan(job, "fast"), fast) for _ in range(runs_for(plan))]
+            totals = [r.report["total"] for r in reports]
+            phases = {k: statistics.median([r.report["phases"].get(k, 0.0) for r in reports])
+                      for k in ("encode", "denoise", "decode", "save")}
+            enh = [r.report["enhancement"]["seconds"] for r in reports if r.report.get("enhancement")]
+            if enh:
+                phases["enhance"] = statistics.median(enh)
+            ours = pixels_of(reports[-1])
+            row["ourvidz"] = {**stats(totals), "first": first_run.report["total"], "phases": phases,
+                              "load_in_job_s": sum(reports[-1].report["load"].values()),
+                              "peak_gpu_memory_gb": max((r.report["peak_gpu_memory_gb"] or 0) for r in reports) or None,
+                              "speedups": reports[-1].report["models"][family].get("speedups", [])}
+            row["ratio"] = row["plain"]["median"] / row["ourvidz"]["median"]
+            row["exact"] = {"psnr_db": psnr(ours, runs[-1][0]),
+                            "max_abs_diff": int(np.abs(ours.astype(int) - runs[-1][0].astype(int)).max())}
+            if row["flops"]:
+                row["achieved_tflops"] = row["flops"] / row["ourvidz"]["median"] / 1e12
+                if results["matmul_tflops"]:
+                    row["floor_s"] = row["flops"] / (results["matmul_tflops"] * 1e12)
+            doc = plan.preset.seed_doc
+            row["seed_doc"] = {"seconds": doc.seconds, "status": doc.status} if doc else None
+            log(f"ourvidz {job:24s} median {row['ourvidz']['median']:8.2f} s  ratio {row['ratio']:.2f}x  "
+                f"PSNR vs plain {row['exact']['psnr_db']:.1f} dB")
+            save(results)
+        for c in (cache, fast):  # the next family gets the GPU memory
+            c.resident.pop(family, None)
+            c._free_memory()
+    results["cache_stats"] = {"plain": cache.stats, "ourvidz": fast.stats}
+    results["bench_seconds"] = time.monotonic() - t_start
+    save(results)
     return results
 
 
