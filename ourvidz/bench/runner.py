@@ -193,70 +193,80 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
     families: dict[str, list[str]] = {}
     for job in cfg.job_types:
         families.setdefault(load_preset(job).family, []).append(job)
+    def bench_job(job: str, family: str, ablate: list[str]) -> None:
+        # 1. Plain diffusers: a 2-step warm-up (kernels, allocator), the measured runs, the FLOPs.
+        plan = make_plan(job, "plain")
+        plan.out_dir.mkdir(parents=True)
+        t_load = time.perf_counter()
+        for fam in [family] + (["qwen"] if plan.enhance else []):
+            cache.get(fam)
+        if plan.enhance:
+            fast.resident.setdefault("qwen", cache.resident["qwen"])
+        load = time.perf_counter() - t_load
+        first = plain_job(cache, make_plan(job, "warm", steps=2), plan.out_dir)[1]
+        runs = [plain_job(cache, plan, plan.out_dir) for _ in range(runs_for(plan))]
+        times = [seconds for _, seconds in runs]
+        row = results["rows"][job] = {"plain": {**stats(times), "first": first, "model_build_s": load},
+                                      "flops": job_flops(plan, plan.out_dir)}
+        log(f"plain   {job:24s} median {statistics.median(times):8.2f} s  (warm-up {first:.2f} s)")
+
+        # 2. Ablation: the speed-ups added one at a time on the ourvidz models.
+        model, _ = fast.get(family)
+        if job in ablate:
+            stages = []
+            for name in SWITCHES:
+                before = list(model.__dict__.get("speedups_applied", []))
+                apply(model, full, only=SWITCHES[: SWITCHES.index(name) + 1])
+                if model.__dict__.get("speedups_applied", []) == before:
+                    continue  # this switch does nothing for this family or card
+                warm = run_job(make_plan(job, f"abl-{name}", steps=2), fast).report["total"]  # compiles
+                abl = [run_job(make_plan(job, f"abl-{name}"), fast).report["total"] for _ in range(runs_for(plan))]
+                stages.append({"added": name, **stats(abl), "first": warm})
+                log(f"ablate  {job:24s} +{name:18s} median {statistics.median(abl):8.2f} s  (warm-up {warm:.2f} s)")
+            results["ablation"][job] = stages
+        apply(model, full)
+
+        # 3. ourvidz: the same job as a user runs it, models resident.
+        first_run = run_job(make_plan(job, "first", steps=2), fast)  # the warm-up: compiles this shape
+        reports = [run_job(make_plan(job, "fast"), fast) for _ in range(runs_for(plan))]
+        totals = [r.report["total"] for r in reports]
+        phases = {k: statistics.median([r.report["phases"].get(k, 0.0) for r in reports])
+                  for k in ("encode", "denoise", "decode", "save")}
+        enh = [r.report["enhancement"]["seconds"] for r in reports if r.report.get("enhancement")]
+        if enh:
+            phases["enhance"] = statistics.median(enh)
+        ours = pixels_of(reports[-1])
+        row["ourvidz"] = {**stats(totals), "first": first_run.report["total"], "phases": phases,
+                          "load_in_job_s": sum(reports[-1].report["load"].values()),
+                          "peak_gpu_memory_gb": max((r.report["peak_gpu_memory_gb"] or 0) for r in reports) or None,
+                          "speedups": reports[-1].report["models"][family].get("speedups", [])}
+        row["ratio"] = row["plain"]["median"] / row["ourvidz"]["median"]
+        row["exact"] = {"psnr_db": psnr(ours, runs[-1][0]),
+                        "max_abs_diff": int(np.abs(ours.astype(int) - runs[-1][0].astype(int)).max())}
+        if row["flops"]:
+            row["achieved_tflops"] = row["flops"] / row["ourvidz"]["median"] / 1e12
+            if results["matmul_tflops"]:
+                row["floor_s"] = row["flops"] / (results["matmul_tflops"] * 1e12)
+        doc = plan.preset.seed_doc
+        row["seed_doc"] = {"seconds": doc.seconds, "status": doc.status} if doc else None
+        log(f"ourvidz {job:24s} median {row['ourvidz']['median']:8.2f} s  ratio {row['ratio']:.2f}x  "
+            f"PSNR vs plain {row['exact']['psnr_db']:.1f} dB")
+        save(results)
+
     for family, jobs in families.items():
         ablate = [j for j in jobs if j in cfg.ablation]
         jobs = ablate + [j for j in jobs if j not in ablate]  # ablation before any full speed-up run
         for job in jobs:
             if out_of_time(job, "plain and ourvidz"):
                 continue
-            # 1. Plain diffusers: a 2-step warm-up (kernels, allocator), the measured runs, the FLOPs.
-            plan = make_plan(job, "plain")
-            plan.out_dir.mkdir(parents=True)
-            t_load = time.perf_counter()
-            for fam in [family] + (["qwen"] if plan.enhance else []):
-                cache.get(fam)
-            if plan.enhance:
-                fast.resident.setdefault("qwen", cache.resident["qwen"])
-            load = time.perf_counter() - t_load
-            first = plain_job(cache, make_plan(job, "warm", steps=2), plan.out_dir)[1]
-            runs = [plain_job(cache, plan, plan.out_dir) for _ in range(runs_for(plan))]
-            times = [seconds for _, seconds in runs]
-            row = results["rows"][job] = {"plain": {**stats(times), "first": first, "model_build_s": load},
-                                          "flops": job_flops(plan, plan.out_dir)}
-            log(f"plain   {job:24s} median {statistics.median(times):8.2f} s  (warm-up {first:.2f} s)")
+            try:
+                bench_job(job, family, ablate)
+            except Exception as exc:  # one job's failure is recorded; the others still run
+                from ourvidz.model_cache import one_line
 
-            # 2. Ablation: the speed-ups added one at a time on the ourvidz models.
-            model, _ = fast.get(family)
-            if job in ablate:
-                stages = []
-                for name in SWITCHES:
-                    before = list(model.__dict__.get("speedups_applied", []))
-                    apply(model, full, only=SWITCHES[: SWITCHES.index(name) + 1])
-                    if model.__dict__.get("speedups_applied", []) == before:
-                        continue  # this switch does nothing for this family or card
-                    warm = run_job(make_plan(job, f"abl-{name}", steps=2), fast).report["total"]  # compiles
-                    abl = [run_job(make_plan(job, f"abl-{name}"), fast).report["total"] for _ in range(runs_for(plan))]
-                    stages.append({"added": name, **stats(abl), "first": warm})
-                    log(f"ablate  {job:24s} +{name:18s} median {statistics.median(abl):8.2f} s  (warm-up {warm:.2f} s)")
-                results["ablation"][job] = stages
-            apply(model, full)
-
-            # 3. ourvidz: the same job as a user runs it, models resident.
-            first_run = run_job(make_plan(job, "first", steps=2), fast)  # the warm-up: compiles this shape
-            reports = [run_job(make_plan(job, "fast"), fast) for _ in range(runs_for(plan))]
-            totals = [r.report["total"] for r in reports]
-            phases = {k: statistics.median([r.report["phases"].get(k, 0.0) for r in reports])
-                      for k in ("encode", "denoise", "decode", "save")}
-            enh = [r.report["enhancement"]["seconds"] for r in reports if r.report.get("enhancement")]
-            if enh:
-                phases["enhance"] = statistics.median(enh)
-            ours = pixels_of(reports[-1])
-            row["ourvidz"] = {**stats(totals), "first": first_run.report["total"], "phases": phases,
-                              "load_in_job_s": sum(reports[-1].report["load"].values()),
-                              "peak_gpu_memory_gb": max((r.report["peak_gpu_memory_gb"] or 0) for r in reports) or None,
-                              "speedups": reports[-1].report["models"][family].get("speedups", [])}
-            row["ratio"] = row["plain"]["median"] / row["ourvidz"]["median"]
-            row["exact"] = {"psnr_db": psnr(ours, runs[-1][0]),
-                            "max_abs_diff": int(np.abs(ours.astype(int) - runs[-1][0].astype(int)).max())}
-            if row["flops"]:
-                row["achieved_tflops"] = row["flops"] / row["ourvidz"]["median"] / 1e12
-                if results["matmul_tflops"]:
-                    row["floor_s"] = row["flops"] / (results["matmul_tflops"] * 1e12)
-            doc = plan.preset.seed_doc
-            row["seed_doc"] = {"seconds": doc.seconds, "status": doc.status} if doc else None
-            log(f"ourvidz {job:24s} median {row['ourvidz']['median']:8.2f} s  ratio {row['ratio']:.2f}x  "
-                f"PSNR vs plain {row['exact']['psnr_db']:.1f} dB")
-            save(results)
+                results["rows"].setdefault(job, {})["error"] = one_line(exc)
+                log(f"error   {job:24s} {one_line(exc)}")
+                save(results)
         for c in (cache, fast):  # the next family gets the GPU memory
             c.resident.pop(family, None)
             c._free_memory()

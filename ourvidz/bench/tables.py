@@ -42,6 +42,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for job, r in results["rows"].items():
         if "ourvidz" not in r:
+            lines.append(f"| {job} | | | failed: {r.get('error', 'not finished')} | | | | | | |")
             continue
         o, p = r["ourvidz"], r["plain"]
         doc = f"{r['seed_doc']['seconds']:g} s ({r['seed_doc']['status']})" if r.get("seed_doc") else "-"
@@ -52,6 +53,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {job} | {doc} | {_s(p['median'])} [{p['min']:.2f}-{p['max']:.2f}] | {_s(o['median'])} "
             f"[{o['min']:.2f}-{o['max']:.2f}] | **{r['ratio']:.2f}x** | {_s(o['first'])} | {tf} | {_s(r.get('floor_s'))} | "
             f"{mem} | {'identical' if psnr == float('inf') else f'{psnr:.1f} dB'} |")
+    for skipped in results.get("skipped", []):
+        lines.append(f"\nNot measured in this run: {skipped}")
     if results.get("ablation"):
         lines += ["", "Ablation (speed-ups added one at a time, cumulative; same job, same process):", "",
                   "| job type | plain diffusers | + speed-up | median | ratio to plain | warm-up (2 steps) |", "|---|---|---|---|---|---|"]
