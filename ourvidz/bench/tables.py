@@ -18,7 +18,8 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     for key in ("rows", "ablation", "cold_start"):
         merged[key] = {**old.get(key, {}), **new.get(key, {})}
     done = {job for job, row in merged["rows"].items() if "ourvidz" in row}
-    merged["skipped"] = sorted({s for s in old.get("skipped", []) + new.get("skipped", []) if s.split()[0] not in done})
+    skipped = {s.split()[0]: s for s in old.get("skipped", []) + new.get("skipped", []) if s.split()[0] not in done}
+    merged["skipped"] = sorted(skipped.values())
     merged["calls"] = old.get("calls", [old.get("bench_seconds")]) + [new.get("bench_seconds")]
     return merged
 
