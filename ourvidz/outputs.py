@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,21 @@ from PIL import Image, PngImagePlugin
 from ourvidz.errors import BadInput
 
 
-def atomic_write(path: Path, data: bytes) -> Path:
-    """Write to a temporary file in the same folder, then link it into place: readers never see a
-    half-written file, and an existing file is never replaced (the link fails instead)."""
+def _synced_temp(path: Path, data: bytes) -> Path:
+    """`data` in a temporary file beside `path`, flushed to disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write to a temporary file in the same folder, then link it into place: readers never see a
+    half-written file, and an existing file is never replaced (the link fails instead)."""
+    tmp = _synced_temp(path, data)
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -38,13 +45,7 @@ def atomic_write(path: Path, data: bytes) -> Path:
 
 def atomic_replace(path: Path, data: bytes) -> Path:
     """For files ourvidz owns and updates (manifests, reports): write then rename over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(_synced_temp(path, data), path)
     return path
 
 

@@ -77,6 +77,17 @@ def demo_size(preset: Preset) -> dict[str, int]:
     return {k: max(m, round(getattr(preset, k) * scale / m) * m) for k in ("width", "height")}
 
 
+def checked_prompt(prompt: str | None, purpose: str) -> str:
+    """The prompt with whitespace collapsed, refused if empty, too long or unsafe."""
+    prompt = " ".join((prompt or "").split())
+    if not prompt:
+        raise BadInput(f"the prompt is empty; say what to {purpose}")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise BadInput(f"the prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    check_prompt(prompt)
+    return prompt
+
+
 def output_files(preset: Preset) -> list[str]:
     if preset.is_video:
         return ["video.mp4"]
@@ -101,12 +112,7 @@ def plan_job(
     counter: TokenCounter | None = None,
     demo: bool = False,
 ) -> JobPlan:
-    prompt = " ".join((prompt or "").split())
-    if not prompt:
-        raise BadInput("the prompt is empty; say what to generate")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise BadInput(f"the prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-    check_prompt(prompt)
+    prompt = checked_prompt(prompt, "generate")
     if negative:
         check_prompt(negative, what="negative prompt")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}

@@ -26,14 +26,6 @@ ALL_TEN = ["video7b_high_enhanced", "image_fast", "sdxl_image_high", "video_fast
            "sdxl_image_fast", "image_high", "video7b_fast_enhanced", "image7b_high_enhanced", "video_high"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def job(job_type, prompt="a lighthouse on a cliff", **extra):
     kind = "sdxl" if job_type.startswith("sdxl") else "video" if "video" in job_type else "image"
     return {"job_type": job_type, "prompt": prompt, "overrides": dict(TINY[kind]), **extra}

@@ -23,14 +23,6 @@ ENHANCED = ["image7b_fast_enhanced", "image7b_high_enhanced", "video7b_fast_enha
 PROMPT = "two dancers on a rooftop"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def settings() -> EnhancementSettings:
     return load_settings()

@@ -1,7 +1,6 @@
 """`ourvidz generate` end to end on the demo models (CPU): files, metadata, replay, loading, bad input."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

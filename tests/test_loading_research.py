@@ -24,16 +24,6 @@ needs_clip = pytest.mark.skipif(not HAS_CLIP, reason="clip-anytorch (OpenAI BPE 
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core box: with 2 intra-op threads and any other busy process,
-    # OpenMP oversubscription made a 2-step SDXL run ~70x slower (7 s instead of 0.1 s).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     def refuse(*args, **kwargs):

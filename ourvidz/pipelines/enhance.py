@@ -269,15 +269,10 @@ def enhance_prompt(prompt: str, *, job_type: str | None = None, seed: int | None
                    models=None, demo: bool = False, device: str | None = None, cache=None) -> EnhanceRun:
     """One prompt through the enhancer, with a job type's settings when one is given."""
     from ourvidz.model_cache import ModelCache
-    from ourvidz.plan import MAX_PROMPT_CHARS, MAX_SEED
+    from ourvidz.plan import MAX_SEED, checked_prompt
     from ourvidz.presets import load_preset
 
-    prompt = " ".join((prompt or "").split())
-    if not prompt:
-        raise BadInput("the prompt is empty; say what to enhance")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise BadInput(f"the prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-    check_prompt(prompt)
+    prompt = checked_prompt(prompt, "enhance")
     preset = load_preset(job_type, presets_dir) if job_type else None
     settings = load_settings(presets_dir, preset.enhancement if preset else None, job_type or "")
     if seed is None:
