@@ -36,7 +36,8 @@ def test_speedup_switches():
 
 
 def test_merge_refuses_other_card():
-    a = {"card": "H100", "versions": {"torch": "1"}, "rows": {"x": 1}}
-    assert merge(a, {"card": "H100", "versions": {"torch": "1"}, "rows": {"y": 2}})["rows"] == {"x": 1, "y": 2}
+    a = {"card": "H100", "versions": {"torch": "1"}, "rows": {"x": {"ourvidz": 1}}, "skipped": ["y (plain): late"]}
+    merged = merge(a, {"card": "H100", "versions": {"torch": "1"}, "rows": {"y": {"ourvidz": 2}}})
+    assert merged["rows"] == {"x": {"ourvidz": 1}, "y": {"ourvidz": 2}} and merged["skipped"] == []
     with pytest.raises(ValueError):
         merge(a, {"card": "A100", "versions": {"torch": "1"}, "rows": {}})
