@@ -194,7 +194,8 @@ def generate(
         return
     cache = gen.cache_for(request)
     if cache.demo:
-        err.print("[bold yellow]demo: random weights[/] (no models file: using the tiny built-in demo models; "
+        why = "--demo" if demo else "no models file"
+        err.print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo models; "
                   "see `ourvidz models`)")
     for plan in plans:
         with step_progress(out, plan.job_type) as on_step:

@@ -20,7 +20,7 @@ from ourvidz.errors import GenerationFailed, OurvidzError, OutOfMemory
 from ourvidz.outputs import a1111_parameters, atomic_replace, save_mp4, save_png, to_json, atomic_write
 from ourvidz.pipelines.base import GenerationRequest
 from ourvidz.plan import JobPlan
-from ourvidz.report import build_report, reset_peak_memory
+from ourvidz.report import build_report, reset_peak_memory, versions
 from ourvidz.safety import check_prompt
 
 SAMPLER_NAMES = {"euler": "Euler", "unipc": "UniPC"}
@@ -100,6 +100,7 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
         "enhancement": enhancement,
         "models": models,
         "device": str(cache.device),
+        "versions": versions(),
         "timings": {"load": load, **phases},
     }
     sampler = SAMPLER_NAMES[preset.scheduler] + (f" (flow shift {preset.flow_shift:g})" if preset.flow_shift else "")

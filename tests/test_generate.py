@@ -173,3 +173,31 @@ def test_version_and_presets_cli():
     assert all(job in listing for job in ALL)
     neg = ok("negative", "sdxl_image_fast", "portrait of a dancer").output
     assert "/ 77 CLIP tokens" in neg
+
+
+def test_models_status_and_fetch_offline(tmp_path, monkeypatch):
+    from ourvidz.pipelines.demo import demo_folder
+
+    (tmp_path / "m.yaml").write_text(f"sdxl:\n  path: {demo_folder('sdxl')}\nwan:\n  path: Wan-AI/Wan2.1-T2V-1.3B-Diffusers\n"
+                                     f"qwen:\n  path: {tmp_path}\n")
+    from ourvidz.weights import status
+
+    assert "sdxl" in ok("models", "--models", tmp_path / "m.yaml").output
+    rows = {r["family"]: r for r in status(tmp_path / "m.yaml")}
+    assert rows["sdxl"]["found"] and rows["sdxl"]["bytes"] > 0 and rows["sdxl"]["configured"].startswith("folder")
+    assert not rows["wan"]["found"] and "not in the local Hugging Face cache" in rows["wan"]["detail"]
+    assert not rows["qwen"]["found"] and "no config.json" in rows["qwen"]["detail"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = one_error_line(run("models", "fetch", "wan", "--models", tmp_path / "m.yaml"), 4)
+    assert "hub is unreachable" in line
+    assert "nothing to fetch" in one_error_line(run("models", "fetch", "sdxl", "--models", tmp_path / "m.yaml"), 2)
+    assert "unknown family" in one_error_line(run("models", "fetch", "flux"), 2)
+
+
+def test_sidecar_is_complete(tmp_path):
+    ok("generate", "image_fast", "a fox", "--demo", "--steps", 1, "--seed", 9, "--out", tmp_path)
+    meta = json.loads((tmp_path / "image-00.json").read_text())
+    assert meta["seed"] == 9 and meta["plan"]["preset"]["steps"] == 1 and meta["plan"]["overrides"] == {"steps": 1}
+    assert meta["plan"]["negative_prompt"]["text"] and meta["versions"]["diffusers"]
+    assert meta["models"]["wan"]["header_sha256"] and meta["timings"]["denoise"] > 0
+    assert meta["label"] == "demo: random weights"

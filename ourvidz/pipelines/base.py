@@ -30,8 +30,6 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
 
 
-quiet_libraries()
-
 
 @dataclass(frozen=True)
 class GenerationRequest:
