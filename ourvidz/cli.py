@@ -175,6 +175,7 @@ def generate(
     frames: Frames = None, num_images: NumImages = None, seed: Seed = None,
     negative: Negative = "", auto_negative: AutoNegative = True, enhance: Enhance = None,
     presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
+    step_cache: Annotated[Optional[float], typer.Option("--step-cache", help="LOSSY, off by default: Wan first-block cache threshold (e.g. 0.05); skips transformer work on steps that change little.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", hidden=True, help="Full-size architectures with random weights (speed tests; outputs are noise).")] = False,
 ):
     """Generate images or a video for one job type."""
@@ -186,6 +187,7 @@ def generate(
         out_dir=out_dir, overrides=overrides(steps, guidance, width, height, frames, num_images),
         seed=seed, negative=negative, auto_negative=auto_negative, enhance=enhance,
         presets_dir=presets_dir, models=models, demo=demo, device=device, random_weights=random_weights,
+        step_cache=step_cache,
     )
     plans = gen.make_plans(request)
     if dry_run:
@@ -214,6 +216,7 @@ def bench(
     steps: Steps = None, frames: Frames = None, num_images: NumImages = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the JSON, markdown and chart go.")] = Path("benchmarks"),
     models: ModelsFile = None, device: Device = None,
+    step_cache: Annotated[Optional[float], typer.Option("--step-cache", help="Also time the LOSSY first-block cache at this threshold on the wan jobs, with its PSNR against the exact output.")] = None,
     deadline: Annotated[Optional[float], typer.Option("--deadline", help="Seconds after which jobs not yet started are skipped (results so far are kept).")] = None,
     cold_start: Annotated[Optional[str], typer.Option("--cold-start", help="Comma-separated job types to time from process start to files on disk (compile cache warmed by a first run).")] = None,
 ):
@@ -233,7 +236,7 @@ def bench(
     cfg = BenchConfig(job_types=jobs, runs=runs, video_runs=video_runs, weights=weights, device=device,
                       models_file=models, ablation=[] if ablation == "none" else [a for a in ablation.split(",") if a in jobs],
                       overrides={k: v for k, v in {"steps": steps, "frames": frames, "num_images": num_images}.items() if v},
-                      deadline_s=deadline)
+                      deadline_s=deadline, step_cache=step_cache)
     log = lambda line: out.print(line, highlight=False)  # noqa: E731
     results = run_bench(cfg, log=log, save=lambda r: write(r, out_dir)) if jobs != ["none"] else {}
     if cold_start:

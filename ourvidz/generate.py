@@ -33,6 +33,7 @@ class Request:
     demo: bool = False
     device: str | None = None
     random_weights: bool = False  # full-size architectures, random weights: speed tests only
+    step_cache: float | None = None  # lossy opt-in: Wan first-block cache threshold
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -86,6 +87,8 @@ def make_plans(request: Request) -> list[JobPlan]:
     counter = token_counter(request.models, request.demo)
     source = resolve_sources(request.models, request.demo).get(load_preset(request.job_type, request.presets_dir).family)
     demo = source is not None and source.is_demo and not request.random_weights
+    if request.step_cache is not None and load_preset(request.job_type, request.presets_dir).family != "wan":
+        raise BadInput("--step-cache (first-block cache) works on the wan family only")
     plans = []
     prompts_dir = Path("outputs") / f"{request.job_type}-{time.strftime('%Y%m%d-%H%M%S')}-prompts"
     for i, prompt in enumerate(prompts):
@@ -121,8 +124,8 @@ def cache_for(request: Request):
     if request.random_weights:
         from ourvidz.bench.architectures import RANDOM_LOADERS
 
-        return ModelCache(demo=True, device=request.device, loaders=RANDOM_LOADERS)
-    return ModelCache(models_file=request.models, demo=request.demo, device=request.device)
+        return ModelCache(demo=True, device=request.device, loaders=RANDOM_LOADERS, step_cache=request.step_cache)
+    return ModelCache(models_file=request.models, demo=request.demo, device=request.device, step_cache=request.step_cache)
 
 
 def run_plan(plan: JobPlan, cache, on_step=None):

@@ -89,7 +89,8 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
         raise GenerationFailed(f"{plan.job_type} failed while generating: {one_line(exc)}") from None
 
     phases = dict(output.phases)
-    models[preset.family] = {**pipeline.identity, "speedups": getattr(pipeline, "speedups_applied", [])}
+    models[preset.family] = {**pipeline.identity, "speedups": getattr(pipeline, "speedups_applied", []),
+                             "lossy_step_cache": getattr(pipeline, "step_cache", None)}
     t_save = time.perf_counter()
     sidecar = {
         "ourvidz": __version__,

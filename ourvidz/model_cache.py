@@ -54,7 +54,8 @@ def one_line(exc: BaseException) -> str:
 
 class ModelCache:
     def __init__(self, models_file=None, demo: bool = False, device: str | None = None,
-                 vram_budget_gb: float | None = None, offload_to_cpu: bool = True, loaders=None, speedups=None):
+                 vram_budget_gb: float | None = None, offload_to_cpu: bool = True, loaders=None, speedups=None,
+                 step_cache: float | None = None):
         self.models_file = models_file
         self.sources = resolve_sources(models_file, demo)  # a malformed models file fails here, early
         self.device = resolve_device(device)
@@ -64,6 +65,7 @@ class ModelCache:
         from ourvidz.speedups import Speedups
 
         self.speedups = speedups if speedups is not None else Speedups.for_device(self.device)
+        self.step_cache = step_cache  # lossy, opt-in: the first-block cache threshold for Wan
         if vram_budget_gb is not None:
             self.budget = int(vram_budget_gb * GB)
         elif self.device.type == "cuda":
@@ -128,6 +130,10 @@ class ModelCache:
             from ourvidz.speedups import apply
 
             apply(model, self.speedups)
+        if family == "wan" and self.step_cache is not None:
+            from ourvidz.speedups import set_step_cache
+
+            set_step_cache(model, self.step_cache)
         self.resident[family] = model
         stat["loads"] += 1
         stat["load_seconds"] += sum(model.load_times.values())

@@ -116,3 +116,26 @@ _SWITCH = {
     "wan": {"batch_cfg": _wan_batch_cfg, "vae_layout": _wan_vae_layout, "attention_backend": _wan_attention,
             "compile": _wan_compile},
 }
+
+
+# Lossy speed-ups: never on by default; `--step-cache T` turns this one on, and the bench reports
+# its difference from the exact output (PSNR) next to its speed.
+def set_step_cache(model, threshold: float | None) -> str | None:
+    """diffusers' First-Block Cache on the Wan transformer: a step whose first block's output
+    changed less than `threshold` (relative) reuses the previous step's residual. None turns it off."""
+    from ourvidz.errors import BadInput
+
+    if model.family != "wan":
+        raise BadInput("--step-cache (first-block cache) works on the wan family only")
+    transformer = model.pipe.transformer
+    if getattr(transformer, "is_cache_enabled", False):
+        transformer.disable_cache()
+    model.step_cache = threshold
+    if threshold is None:
+        return None
+    if not 0 < threshold < 1:
+        raise BadInput(f"--step-cache must be between 0 and 1 (got {threshold})")
+    from diffusers import FirstBlockCacheConfig
+
+    transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    return f"first-block cache, threshold {threshold:g} (lossy)"

@@ -41,3 +41,18 @@ def test_merge_refuses_other_card():
     assert merged["rows"] == {"x": {"ourvidz": 1}, "y": {"ourvidz": 2}} and merged["skipped"] == []
     with pytest.raises(ValueError):
         merge(a, {"card": "A100", "versions": {"torch": "1"}, "rows": {}})
+
+
+def test_lossy_step_cache_is_opt_in_and_measured(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "image_fast", "--runs", "1", "--steps", "8", "--step-cache", "0.3",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    row = json.loads(next(tmp_path.glob("*.json")).read_text())["rows"]["image_fast"]
+    assert row["exact"]["psnr_db"] == float("inf")  # the default path is exact
+    assert row["lossy"]["psnr_vs_exact_db"] < float("inf")  # the cache really skipped work
+    assert row["ourvidz"]["speedups"] == ["batch_cfg"] and "lossy" not in row["ourvidz"]
+
+
+def test_step_cache_refused_for_sdxl():
+    result = CliRunner().invoke(app, ["generate", "sdxl_image_fast", "x", "--demo", "--step-cache", "0.1"])
+    assert result.exit_code == 2 and "wan family only" in result.stderr

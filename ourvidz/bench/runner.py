@@ -41,6 +41,7 @@ class BenchConfig:
     overrides: dict[str, Any] = field(default_factory=dict)  # e.g. steps/frames for a quick CPU run
     video_runs: int | None = None  # fewer runs for the 81-frame jobs
     deadline_s: float | None = None  # skip what would start past this many seconds
+    step_cache: float | None = None  # also time the lossy first-block cache (wan jobs) at this threshold
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -251,6 +252,21 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
         row["seed_doc"] = {"seconds": doc.seconds, "status": doc.status} if doc else None
         log(f"ourvidz {job:24s} median {row['ourvidz']['median']:8.2f} s  ratio {row['ratio']:.2f}x  "
             f"PSNR vs plain {row['exact']['psnr_db']:.1f} dB")
+        if cfg.step_cache is not None and family == "wan":  # lossy opt-in: speed and distance from exact
+            from ourvidz.speedups import set_step_cache
+
+            set_step_cache(model, cfg.step_cache)
+            try:
+                run_job(make_plan(job, "lossy-warm", steps=2), fast)
+                lossy = [run_job(make_plan(job, "lossy"), fast) for _ in range(runs_for(plan))]
+            finally:
+                set_step_cache(model, None)
+            med = statistics.median(r.report["total"] for r in lossy)
+            row["lossy"] = {"step_cache": cfg.step_cache, **stats([r.report["total"] for r in lossy]),
+                            "ratio": row["plain"]["median"] / med,
+                            "psnr_vs_exact_db": psnr(pixels_of(lossy[-1]), ours)}
+            log(f"lossy   {job:24s} median {med:8.2f} s  ratio {row['lossy']['ratio']:.2f}x  "
+                f"PSNR vs exact ourvidz {row['lossy']['psnr_vs_exact_db']:.1f} dB")
         save(results)
 
     for family, jobs in families.items():

@@ -57,6 +57,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {job} | {doc} | {_s(p['median'])} [{p['min']:.2f}-{p['max']:.2f}] | {_s(o['median'])} "
             f"[{o['min']:.2f}-{o['max']:.2f}] | **{r['ratio']:.2f}x** | {_s(o['first'])} | {tf} | {_s(r.get('floor_s'))} | "
             f"{mem} | {'identical' if psnr == float('inf') else f'{psnr:.1f} dB'} |")
+    lossy = {job: r["lossy"] for job, r in results["rows"].items() if r.get("lossy")}
+    if lossy:
+        lines += ["", "Lossy opt-in (never on by default): first-block cache on the Wan transformer", "",
+                  "| job type | threshold | median | ratio to plain | PSNR vs exact ourvidz |", "|---|---|---|---|---|"]
+        for job, lo in lossy.items():
+            lines.append(f"| {job} | {lo['step_cache']:g} | {_s(lo['median'])} | {lo['ratio']:.2f}x | {lo['psnr_vs_exact_db']:.1f} dB |")
     for skipped in results.get("skipped", []):
         lines.append(f"\nNot measured in this run: {skipped}")
     if results.get("ablation"):

@@ -89,8 +89,9 @@ class WanFamily(FamilyPipeline):
         embeds = torch.cat([npe, pe]).to(dtype)
         for i, t in enumerate(pipe.scheduler.timesteps):
             x = latents.to(dtype).expand(2, *latents.shape[1:])
-            uncond, cond = pipe.transformer(hidden_states=x, timestep=t.expand(2), encoder_hidden_states=embeds,
-                                            return_dict=False)[0].chunk(2)
+            with pipe.transformer.cache_context("cfg"):  # a step cache keeps its state per context
+                uncond, cond = pipe.transformer(hidden_states=x, timestep=t.expand(2), encoder_hidden_states=embeds,
+                                                return_dict=False)[0].chunk(2)
             noise = uncond + req.guidance * (cond - uncond)
             latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
             if on_step is not None:
