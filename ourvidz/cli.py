@@ -176,6 +176,7 @@ def generate(
     negative: Negative = "", auto_negative: AutoNegative = True, enhance: Enhance = None,
     presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
     step_cache: Annotated[Optional[float], typer.Option("--step-cache", help="LOSSY, off by default: Wan first-block cache threshold (e.g. 0.05); skips transformer work on steps that change little.")] = None,
+    compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="Compile the models (GPU; pays over several jobs). Default: on for a --prompt-file, off for one job.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", hidden=True, help="Full-size architectures with random weights (speed tests; outputs are noise).")] = False,
 ):
     """Generate images or a video for one job type."""
@@ -187,14 +188,14 @@ def generate(
         out_dir=out_dir, overrides=overrides(steps, guidance, width, height, frames, num_images),
         seed=seed, negative=negative, auto_negative=auto_negative, enhance=enhance,
         presets_dir=presets_dir, models=models, demo=demo, device=device, random_weights=random_weights,
-        step_cache=step_cache,
+        step_cache=step_cache, compile=compile_,
     )
     plans = gen.make_plans(request)
     if dry_run:
         for plan in plans:
             out.print(plan_panel(plan, gen.describe_models(request, plan)))
         return
-    cache = gen.cache_for(request)
+    cache = gen.cache_for(request, jobs=len(plans))
     if cache.demo:
         why = "--demo" if demo else "no models file"
         err.print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo models; "

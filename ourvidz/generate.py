@@ -34,6 +34,7 @@ class Request:
     device: str | None = None
     random_weights: bool = False  # full-size architectures, random weights: speed tests only
     step_cache: float | None = None  # lossy opt-in: Wan first-block cache threshold
+    compile: bool | None = None  # None: compile only when the request has several jobs
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -118,14 +119,22 @@ def describe_models(request: Request, plan: JobPlan) -> str:
     return "; ".join(f"{f}: {sources[f].describe()}" if f in sources else f"{f}: not configured" for f in families)
 
 
-def cache_for(request: Request):
+def cache_for(request: Request, jobs: int = 1):
+    """One cache for the request's jobs; compiling is for runs of several jobs (or --compile)."""
     from ourvidz.model_cache import ModelCache
+    from ourvidz.pipelines.base import resolve_device
+    from ourvidz.speedups import Speedups
+
+    compile_ = request.compile if request.compile is not None else jobs > 1
+    speedups = Speedups.for_device(resolve_device(request.device), long_lived=compile_)
 
     if request.random_weights:
         from ourvidz.bench.architectures import RANDOM_LOADERS
 
-        return ModelCache(demo=True, device=request.device, loaders=RANDOM_LOADERS, step_cache=request.step_cache)
-    return ModelCache(models_file=request.models, demo=request.demo, device=request.device, step_cache=request.step_cache)
+        return ModelCache(demo=True, device=request.device, loaders=RANDOM_LOADERS, step_cache=request.step_cache,
+                          speedups=speedups)
+    return ModelCache(models_file=request.models, demo=request.demo, device=request.device,
+                      step_cache=request.step_cache, speedups=speedups)
 
 
 def run_plan(plan: JobPlan, cache, on_step=None):

@@ -35,9 +35,15 @@ class Speedups:
         return cls(**{f.name: False for f in fields(cls) if f.name != "compile_cache_dir"})
 
     @classmethod
-    def for_device(cls, device: torch.device) -> Speedups:
-        # On the CPU (demo models) compiling costs more than it saves; batching CFG is free.
-        return cls() if device.type == "cuda" else cls(**{n: n == "batch_cfg" for n in SWITCHES})
+    def for_device(cls, device: torch.device, long_lived: bool = True) -> Speedups:
+        """All of them for a process that runs many jobs (batch, worker, a prompt file). A one-job
+        process skips compiling: on the H100 it cost 15-27 s of warm-up to save well under a
+        second a job (BENCHMARKS.md), and cuDNN attention pays only compiled. On the CPU (demo
+        models) only the free ones."""
+        if device.type == "cuda" and long_lived:
+            return cls()
+        free = ("batch_cfg", "vae_layout") if device.type == "cuda" else ("batch_cfg",)
+        return cls(**{n: n in free for n in SWITCHES})
 
     def to_dict(self) -> dict:
         return asdict(self)
