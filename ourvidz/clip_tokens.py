@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 CLIP_WINDOW = 77  # BOS + 75 + EOS
+CLIP_DIST = "clip-anytorch"
 _VOCAB_IN_WHEEL = "clip/bpe_simple_vocab_16e6.txt.gz"
 
 
@@ -30,63 +30,74 @@ class TokenCounter:
     exact: bool
 
 
+class ClipVocabMissing(RuntimeError):
+    pass
+
+
 def clip_vocab_file() -> Path | None:
     try:
-        path = Path(metadata.distribution("clip-anytorch").locate_file(_VOCAB_IN_WHEEL))
+        path = Path(metadata.distribution(CLIP_DIST).locate_file(_VOCAB_IN_WHEEL))
     except metadata.PackageNotFoundError:
         return None
     return path if path.is_file() else None
 
 
+def clip_bpe_path() -> Path:
+    """OpenAI's CLIP BPE file from the installed clip-anytorch wheel, or a clear error."""
+    path = clip_vocab_file()
+    if path is None:
+        raise ClipVocabMissing(
+            f"The CLIP BPE vocabulary ({_VOCAB_IN_WHEEL}) comes from the '{CLIP_DIST}' package, which is not "
+            f"installed: pip install --no-deps {CLIP_DIST}==2.6.0 (scripts/setup.sh does)")
+    return path
+
+
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable character table."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
+    rest = [b for b in range(256) if b not in bs]
+    return dict(zip(bs + rest, map(chr, bs + [256 + n for n in range(len(rest))])))
 
 
-def write_clip_tokenizer_files(vocab_gz: Path, out_dir: Path) -> tuple[Path, Path]:
-    """vocab.json + merges.txt exactly as OpenAI's simple_tokenizer builds its vocabulary."""
-    lines = gzip.open(vocab_gz, "rt", encoding="utf-8").read().split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    vocab = list(bytes_to_unicode().values())
-    vocab += [v + "</w>" for v in vocab]
-    vocab += ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vocab_path, merges_path = out_dir / "vocab.json", out_dir / "merges.txt"
-    vocab_path.write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}), encoding="utf-8")
-    merges_path.write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
-    return vocab_path, merges_path
+def openai_merges(vocab_gz: Path) -> list[tuple[str, str]]:
+    with gzip.open(vocab_gz, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    return [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("OURVIDZ_CACHE", Path.home() / ".cache" / "ourvidz"))
+def clip_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
+    """Token -> id in openai/CLIP simple_tokenizer.py's order, so the ids are the real ones."""
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def clip_tokenizer_files(vocab_gz: Path, out_dir: Path) -> tuple[Path, Path]:
+    """vocab.json + merges.txt (49408 tokens), the files a CLIP tokenizer folder holds."""
+    merges = openai_merges(vocab_gz)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.json").write_text(json.dumps(clip_vocab(merges), ensure_ascii=False), encoding="utf-8")
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    return out / "vocab.json", out / "merges.txt"
+
+
+def clip_tokenizer(vocab_gz: Path, pad_token: str | None = None):
+    """A transformers CLIPTokenizer from OpenAI's BPE file. transformers 5 ignores vocab_file= and
+    merges_file= given by keyword (a 3-token vocabulary results), so the data is passed as vocab=/merges=;
+    model_max_length must be set by hand or it is 1e30."""
+    from transformers import CLIPTokenizer
+
+    merges = openai_merges(vocab_gz)
+    extra = {"pad_token": pad_token} if pad_token else {}
+    return CLIPTokenizer(vocab=clip_vocab(merges), merges=merges, model_max_length=CLIP_WINDOW, **extra)
 
 
 @functools.lru_cache(maxsize=1)
 def vocab_tokenizer():
-    """A transformers CLIPTokenizer from the clip-anytorch vocabulary, or None."""
+    """A CLIP tokenizer from the clip-anytorch vocabulary, or None."""
     gz = clip_vocab_file()
-    if gz is None:
-        return None
-    from transformers import CLIPTokenizer
-
-    out = cache_dir() / "clip-tokenizer"
-    if not (out / "merges.txt").is_file():
-        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-        write_clip_tokenizer_files(gz, tmp)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process made it first
-            pass
-    return CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=CLIP_WINDOW)
+    return clip_tokenizer(gz) if gz else None
 
 
 def from_tokenizer(tokenizer, source: str) -> TokenCounter:

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from ourvidz.clip_tokens import ClipVocabMissing, clip_bpe_path, clip_tokenizer_files
 from ourvidz.pipelines import demo
 
 try:
-    demo.clip_bpe_path()
+    clip_bpe_path()
     HAS_CLIP = True
-except demo.ClipVocabMissing:
+except ClipVocabMissing:
     HAS_CLIP = False
 CLIP_VOCAB = "openai" if HAS_CLIP else "bytes"
 needs_clip = pytest.mark.skipif(not HAS_CLIP, reason="clip-anytorch (OpenAI BPE vocab) not installed")
@@ -82,7 +83,7 @@ def wan(tmp_path_factory):
 def test_clip_vocab_files_give_openai_ids(tmp_path):
     from transformers import CLIPTokenizer
 
-    vocab, merges = demo.clip_tokenizer_files(demo.clip_bpe_path(), tmp_path)
+    vocab, merges = clip_tokenizer_files(clip_bpe_path(), tmp_path)
     from_dir = CLIPTokenizer.from_pretrained(tmp_path)
     from_files = CLIPTokenizer(vocab=str(vocab), merges=str(merges))
     built, built_2 = demo.clip_tokenizers("openai")
@@ -105,7 +106,7 @@ def test_missing_clip_package_is_named(monkeypatch):
         return real(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
-    with pytest.raises(demo.ClipVocabMissing, match="pip install --no-deps clip-anytorch"):
+    with pytest.raises(ClipVocabMissing, match="pip install --no-deps clip-anytorch"):
         demo.build_sdxl("/nonexistent/never-written")
     assert not Path("/nonexistent").exists()
 

@@ -4,9 +4,7 @@ runs without any download. Outputs are noise; each builder is byte-deterministic
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -15,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-CLIP_DIST = "clip-anytorch"
-CLIP_BPE_IN_DIST = "clip/bpe_simple_vocab_16e6.txt.gz"
-SOT, EOT = "<|startoftext|>", "<|endoftext|>"
+from ourvidz.clip_tokens import clip_bpe_path, clip_tokenizer
+from ourvidz.clip_tokens import clip_vocab as vocab_of
+
 
 # Small built-in text used to build the offline T5 / Qwen tokenizers.
 CORPUS = (
@@ -32,55 +30,7 @@ CORPUS = (
 )
 
 
-class ClipVocabMissing(RuntimeError):
-    pass
-
-
 # ---------------------------------------------------------------- tokenizers
-def clip_bpe_path() -> Path:
-    """OpenAI's CLIP BPE file, taken from the installed clip-anytorch wheel (never imports `clip`)."""
-    try:
-        path = Path(importlib.metadata.distribution(CLIP_DIST).locate_file(CLIP_BPE_IN_DIST))
-    except importlib.metadata.PackageNotFoundError:
-        path = Path("/nonexistent")
-    if not path.is_file():
-        raise ClipVocabMissing(
-            f"The CLIP BPE vocabulary ({CLIP_BPE_IN_DIST}) comes from the '{CLIP_DIST}' package, "
-            f"which is not installed: pip install --no-deps {CLIP_DIST}==2.6.0 "
-            "(or build the demo with clip_vocab='bytes' for a character-level stand-in)."
-        )
-    return path
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    rest = [b for b in range(256) if b not in bs]
-    return dict(zip(bs + rest, map(chr, bs + [256 + n for n in range(len(rest))])))
-
-
-def _clip_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
-    # Same order as openai/CLIP simple_tokenizer.py, so the ids match the real tokenizer.
-    chars = list(_bytes_to_unicode().values())
-    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + [SOT, EOT]
-    return {t: i for i, t in enumerate(tokens)}
-
-
-def _openai_merges(gz_path) -> list[tuple[str, str]]:
-    with gzip.open(gz_path, "rt", encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    return [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
-
-
-def clip_tokenizer_files(gz_path, out_dir) -> tuple[Path, Path]:
-    """Convert bpe_simple_vocab_16e6.txt.gz to vocab.json + merges.txt (49408 tokens)."""
-    merges = _openai_merges(gz_path)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.json").write_text(json.dumps(_clip_vocab(merges), ensure_ascii=False), encoding="utf-8")
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
-    return out / "vocab.json", out / "merges.txt"
-
-
 def clip_tokenizers(clip_vocab: str = "openai"):
     """(tokenizer, tokenizer_2) as in SDXL: same BPE; the second pads with "!" (id 0) like the real one.
 
@@ -90,15 +40,11 @@ def clip_tokenizers(clip_vocab: str = "openai"):
     from transformers import CLIPTokenizer
 
     if clip_vocab == "openai":
-        merges = _openai_merges(clip_bpe_path())
-    elif clip_vocab == "bytes":
-        merges = []
-    else:
+        gz = clip_bpe_path()
+        return clip_tokenizer(gz), clip_tokenizer(gz, pad_token="!")
+    if clip_vocab != "bytes":
         raise ValueError(f"clip_vocab must be 'openai' or 'bytes', not {clip_vocab!r}")
-    # transformers 5: CLIPTokenizer(vocab_file=..., merges_file=...) silently ignores both files and
-    # builds a 3-token vocab; pass the data as vocab=/merges=. model_max_length must be set by hand
-    # or it defaults to 1e30 and padding="max_length" in the pipeline explodes.
-    kw = dict(vocab=_clip_vocab(merges), merges=merges, model_max_length=77)
+    kw = dict(vocab=vocab_of([]), merges=[], model_max_length=77)
     return CLIPTokenizer(**kw), CLIPTokenizer(pad_token="!", **kw)
 
 
