@@ -9,10 +9,11 @@ Each builder returns the same family object the real loaders return, so a job ru
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 
 import torch
+
+from ourvidz.pipelines.base import timed
 
 SDXL_UNET = dict(
     block_out_channels=[320, 640, 1280], layers_per_block=2, transformer_layers_per_block=[1, 2, 10],
@@ -75,17 +76,14 @@ class RandomSDXL:
         from ourvidz.pipelines.sdxl import SDXLFamily
 
         tok, tok2 = clip_tokenizers("openai")
-        torch.manual_seed(0)  # the bench builds this twice (plain and ourvidz): the same weights
         times = {}
-        t0 = time.perf_counter()
-        with on_device(device, dtype):
+        torch.manual_seed(0)  # the bench builds this twice (plain and ourvidz): the same weights
+        with timed(times, "random init", device), on_device(device, dtype):
             unet = UNet2DConditionModel(**SDXL_UNET)
             vae = AutoencoderKL(**SDXL_VAE)
             te = CLIPTextModel(CLIPTextConfig(**CLIP_L))
             te2 = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G))
-        _finish([unet, vae, te, te2], device, dtype)
-        torch.cuda.synchronize(device) if device.type == "cuda" else None
-        times["random init"] = time.perf_counter() - t0
+            _finish([unet, vae, te, te2], device, dtype)
         pipe = StableDiffusionXLPipeline(unet=unet, vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=tok,
                                          tokenizer_2=tok2, scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
                                          add_watermarker=False)
@@ -103,16 +101,14 @@ class RandomWan:
 
         times = {}
         torch.manual_seed(0)
-        t0 = time.perf_counter()
-        with on_device(device, dtype):
-            transformer = WanTransformer3DModel(**WAN_1_3B)
-            text_encoder = UMT5EncoderModel(UMT5Config(**UMT5_XXL))
-        with on_device(device, torch.float32):
-            vae = AutoencoderKLWan()
-        _finish([transformer, text_encoder], device, dtype)
-        _finish([vae], device, torch.float32)
-        torch.cuda.synchronize(device) if device.type == "cuda" else None
-        times["random init"] = time.perf_counter() - t0
+        with timed(times, "random init", device):
+            with on_device(device, dtype):
+                transformer = WanTransformer3DModel(**WAN_1_3B)
+                text_encoder = UMT5EncoderModel(UMT5Config(**UMT5_XXL))
+            with on_device(device, torch.float32):
+                vae = AutoencoderKLWan()
+            _finish([transformer, text_encoder], device, dtype)
+            _finish([vae], device, torch.float32)
         scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0,
                                             num_train_timesteps=1000)
         pipe = WanPipeline(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=t5_tokenizer(),
@@ -129,15 +125,12 @@ class RandomQwen:
         from ourvidz.pipelines.enhance import QwenEnhancer
 
         times = {}
-        t0 = time.perf_counter()
         tok = qwen_tokenizer()
         torch.manual_seed(0)
-        with on_device(device, dtype):
+        with timed(times, "random init", device), on_device(device, dtype):
             model = Qwen2ForCausalLM(Qwen2Config(**QWEN_7B, eos_token_id=tok.eos_token_id,
                                                  pad_token_id=tok.pad_token_id))
-        _finish([model], device, dtype)
-        torch.cuda.synchronize(device) if device.type == "cuda" else None
-        times["random init"] = time.perf_counter() - t0
+            _finish([model], device, dtype)
         # Sampled ids past the small tokenizer's vocabulary decode to nothing, so the text is
         # degenerate and every attempt runs to max_new_tokens: the enhancement's worst-case cost.
         return QwenEnhancer(model, tok, device, times, RANDOM_IDENTITY, demo=True)
