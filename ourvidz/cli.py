@@ -243,7 +243,8 @@ def bench(
     if cold_start:
         from ourvidz.bench.runner import cold_starts
 
-        results = cold_starts(results, cold_start.split(","), weights, device, models, log)
+        results = cold_starts(results, cold_start.split(","), weights, device, models, log,
+                              save=lambda r: write(r, out_dir))
     for path in write(results, out_dir):
         out.print(f"wrote {path}")
     out.print(markdown(results), highlight=False)

@@ -64,8 +64,10 @@ def card_matmul_tflops(device: torch.device) -> float | None:
     return 20 * 2 * 8192**3 / (time.perf_counter() - t0) / 1e12
 
 
-def plain_job(cache: ModelCache, plan, out: Path) -> tuple[Any, float]:
-    """The job through the plain diffusers pipeline call a user would write; our writer saves it."""
+def plain_job(cache: ModelCache, plan, out: Path) -> tuple[Any, float, float]:
+    """The job through the plain diffusers pipeline call a user would write, saved the way such a
+    user saves it (PIL's image.save one after the other; our MP4 writer for video). Returns the
+    pixels, the job's seconds and the part of them spent saving."""
     p = plan.preset
     t0 = time.perf_counter()
     prompt = plan.prompt
@@ -79,6 +81,7 @@ def plain_job(cache: ModelCache, plan, out: Path) -> tuple[Any, float]:
             result = fam.pipe(prompt=prompt, negative_prompt=neg, num_images_per_prompt=p.num_images,
                               generator=generators(plan.seeds), num_inference_steps=p.steps,
                               guidance_scale=p.guidance, width=p.width, height=p.height).images
+            t_save = time.perf_counter()
             for i, image in enumerate(result):
                 image.save(out / f"plain-{i:02d}.png")
             pixels = np.stack([np.asarray(im) for im in result])
@@ -88,6 +91,7 @@ def plain_job(cache: ModelCache, plan, out: Path) -> tuple[Any, float]:
                               num_frames=p.frames, num_inference_steps=p.steps, guidance_scale=p.guidance,
                               generator=generators(plan.seeds[:1])[0]).frames[0]
             pixels = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+            t_save = time.perf_counter()
             if p.is_video:
                 video = save_mp4(out / f"plain-{time.monotonic_ns()}.mp4", pixels, p.fps)
             else:
@@ -95,12 +99,12 @@ def plain_job(cache: ModelCache, plan, out: Path) -> tuple[Any, float]:
 
                 Image.fromarray(pixels[0]).save(out / "plain.png")
     sync(cache.device)
-    seconds = time.perf_counter() - t0
+    t_end = time.perf_counter()
     if p.is_video:  # compared after the same encoding as ourvidz's own MP4
         from ourvidz.outputs import read_video_frames
 
         pixels = read_video_frames(video)
-    return pixels, seconds
+    return pixels, t_end - t0, t_end - t_save
 
 
 def pixels_of(result) -> np.ndarray:
@@ -142,6 +146,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
         "weights": cfg.weights, "runs": cfg.runs, "video_runs": cfg.video_runs or cfg.runs,
         "overrides": cfg.overrides, "prompt": PROMPT, "seed": SEED, "speedups": Speedups().to_dict(),
         "matmul_tflops": card_matmul_tflops(device), "rows": {}, "ablation": {}, "skipped": [],
+        "calls": {time.strftime("%Y-%m-%dT%H:%M:%S"): {"jobs": cfg.job_types, "seconds": None}},
     }
     save = save or (lambda r: None)
 
@@ -206,8 +211,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
         load = time.perf_counter() - t_load
         first = plain_job(cache, make_plan(job, "warm", steps=2), plan.out_dir)[1]
         runs = [plain_job(cache, plan, plan.out_dir) for _ in range(runs_for(plan))]
-        times = [seconds for _, seconds in runs]
-        row = results["rows"][job] = {"plain": {**stats(times), "first": first, "model_build_s": load},
+        times = [seconds for _, seconds, _ in runs]
+        row = results["rows"][job] = {"plain": {**stats(times), "first": first, "model_build_s": load,
+                                                "save_s": statistics.median(s for _, _, s in runs)},
                                       "flops": job_flops(plan, plan.out_dir)}
         log(f"plain   {job:24s} median {statistics.median(times):8.2f} s  (warm-up {first:.2f} s)")
 
@@ -242,6 +248,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
                           "peak_gpu_memory_gb": max((r.report["peak_gpu_memory_gb"] or 0) for r in reports) or None,
                           "speedups": reports[-1].report["models"][family].get("speedups", [])}
         row["ratio"] = row["plain"]["median"] / row["ourvidz"]["median"]
+        # The same ratio with the saving left out of both sides: the GPU work alone (ourvidz saves
+        # PNGs in parallel threads, which a plain script does not).
+        row["ratio_unsaved"] = (statistics.median(seconds - saving for _, seconds, saving in runs)
+                                / statistics.median(r.report["total"] - r.report["phases"]["save"] for r in reports))
         row["exact"] = {"psnr_db": psnr(ours, runs[-1][0]),
                         "max_abs_diff": int(np.abs(ours.astype(int) - runs[-1][0].astype(int)).max())}
         if row["flops"]:
@@ -288,13 +298,17 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
             c._free_memory()
     results["cache_stats"] = {"plain": cache.stats, "ourvidz": fast.stats}
     results["bench_seconds"] = time.monotonic() - t_start
+    next(iter(results["calls"].values()))["seconds"] = results["bench_seconds"]
     save(results)
     return results
 
 
 def cold_starts(results: dict[str, Any], jobs: list[str], weights: str, device: str | None, models_file,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Process start to files on disk, as a user runs it; the first run fills the compile cache."""
+                log: Callable[[str], None] = print,
+                save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Process start to files on disk, as a user runs `ourvidz generate`: once as it is by default
+    (a one-job process does not compile), then with --compile twice on one fresh inductor cache:
+    the first run fills it, the second is the warm-cache cold start a new process gets."""
     import json
     import os
     import subprocess
@@ -309,18 +323,32 @@ def cold_starts(results: dict[str, Any], jobs: list[str], weights: str, device: 
     flags += (["--models", str(models_file)] if models_file else []) + (["--device", device] if device else [])
     cold = results.setdefault("cold_start", {})
     work = Path(tempfile.mkdtemp(prefix="ourvidz-cold-"))
+
+    def generate(job: str, tag: str, extra: list[str], env: dict[str, str]) -> tuple[float, dict]:
+        out = work / f"{job}-{tag}"
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "ourvidz", "generate", job, PROMPT, "--seed", str(SEED),
+                               "--out", str(out), *flags, *extra], capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            raise RuntimeError(f"cold start of {job} ({tag}) failed: {proc.stderr.strip().splitlines()[-1:]}")
+        return wall, json.loads((out / "report.json").read_text())
+
     for job in jobs:
-        walls = []
-        for attempt in ("fill-cache", "measured"):
-            out = work / f"{job}-{attempt}"
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "ourvidz", "generate", job, PROMPT, "--seed", str(SEED),
-                                   "--out", str(out), *flags], capture_output=True, text=True, env=os.environ.copy())
-            walls.append(time.perf_counter() - t0)
-            if proc.returncode:
-                raise RuntimeError(f"cold start of {job} failed: {proc.stderr.strip().splitlines()[-1:]}")
-        report = json.loads((out / "report.json").read_text())
-        cold[job] = {"wall_s": walls[1], "first_fill_s": walls[0], "load_s": sum(report["load"].values()),
-                     "denoise_s": report["phases"]["denoise"], "job_total_s": report["total"]}
-        log(f"cold    {job:24s} {walls[1]:8.2f} s to files on disk (cache-filling run {walls[0]:.2f} s)")
+        wall, report = generate(job, "default", [], os.environ.copy())
+        row = cold[job] = {"wall_s": wall, "load_s": sum(report["load"].values()),
+                           "denoise_s": report["phases"]["denoise"], "job_total_s": report["total"]}
+        log(f"cold    {job:24s} {wall:8.2f} s to files on disk (no compile)")
+        if save:
+            save(results)
+        if weights == "demo":
+            continue  # nothing is compiled on the CPU
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-{job}")}
+        for tag in ("compile_first", "compile_cached"):
+            wall, report = generate(job, tag, ["--compile"], env)
+            row[f"{tag}_s"] = wall
+            row[f"{tag}_denoise_s"] = report["phases"]["denoise"]
+            log(f"cold    {job:24s} {wall:8.2f} s to files on disk (--compile, {tag.split('_')[1]} inductor cache)")
+            if save:
+                save(results)
     return results

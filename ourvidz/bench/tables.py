@@ -20,7 +20,8 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     done = {job for job, row in merged["rows"].items() if "ourvidz" in row}
     skipped = {s.split()[0]: s for s in old.get("skipped", []) + new.get("skipped", []) if s.split()[0] not in done}
     merged["skipped"] = sorted(skipped.values())
-    merged["calls"] = old.get("calls", [old.get("bench_seconds")]) + [new.get("bench_seconds")]
+    # One entry per bench process (keyed by its start time): a call saves after every row.
+    merged["calls"] = {**old.get("calls", {}), **new.get("calls", {})}
     return merged
 
 
@@ -41,21 +42,22 @@ def markdown(results: dict[str, Any]) -> str:
         f"(median; min-max in brackets); measured bf16 matmul rate: "
         + (f"{results['matmul_tflops']:.0f} TFLOP/s" if results.get("matmul_tflops") else "n/a"),
         "",
-        "| job type | seed doc (RTX 6000 Ada) | plain diffusers | ourvidz | ratio | ourvidz warm-up (2 steps, compiles) | achieved TFLOP/s | floor | peak GPU mem | PSNR vs plain |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| job type | seed doc (RTX 6000 Ada) | plain diffusers | ourvidz | ratio | ratio without saving | ourvidz warm-up (2 steps, compiles) | achieved TFLOP/s | floor | peak GPU mem | PSNR vs plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for job, r in results["rows"].items():
         if "ourvidz" not in r:
-            lines.append(f"| {job} | | | failed: {r.get('error', 'not finished')} | | | | | | |")
+            lines.append(f"| {job} | | | failed: {r.get('error', 'not finished')} | | | | | | | |")
             continue
         o, p = r["ourvidz"], r["plain"]
         doc = f"{r['seed_doc']['seconds']:g} s ({r['seed_doc']['status']})" if r.get("seed_doc") else "-"
         tf = f"{r['achieved_tflops']:.0f}" if r.get("achieved_tflops") else "-"
         mem = f"{o['peak_gpu_memory_gb']:.1f} GB" if o.get("peak_gpu_memory_gb") else "-"
         psnr = r["exact"]["psnr_db"]
+        unsaved = f"{r['ratio_unsaved']:.2f}x" if r.get("ratio_unsaved") else "-"
         lines.append(
             f"| {job} | {doc} | {_s(p['median'])} [{p['min']:.2f}-{p['max']:.2f}] | {_s(o['median'])} "
-            f"[{o['min']:.2f}-{o['max']:.2f}] | **{r['ratio']:.2f}x** | {_s(o['first'])} | {tf} | {_s(r.get('floor_s'))} | "
+            f"[{o['min']:.2f}-{o['max']:.2f}] | **{r['ratio']:.2f}x** | {unsaved} | {_s(o['first'])} | {tf} | {_s(r.get('floor_s'))} | "
             f"{mem} | {'identical' if psnr == float('inf') else f'{psnr:.1f} dB'} |")
     lossy = {job: r["lossy"] for job, r in results["rows"].items() if r.get("lossy")}
     if lossy:
@@ -73,10 +75,13 @@ def markdown(results: dict[str, Any]) -> str:
             for st in stages:
                 lines.append(f"| {job} | {_s(plain)} | {st['added']} | {_s(st['median'])} | {plain / st['median']:.2f}x | {_s(st['first'])} |")
     if results.get("cold_start"):
-        lines += ["", "Cold start (process start to files on disk, compile cache warm):", "",
-                  "| job type | wall time | of which model build/load | first-call compile + denoise |", "|---|---|---|---|"]
+        lines += ["", "Cold start: `ourvidz generate` from process start to files on disk (one job; by default a "
+                  "one-job process does not compile; --compile timed with an empty and then a warm inductor cache):", "",
+                  "| job type | wall time (default) | of which model build/load | of which denoise | --compile, empty cache | --compile, warm cache |",
+                  "|---|---|---|---|---|---|"]
         for job, c in results["cold_start"].items():
-            lines.append(f"| {job} | {_s(c['wall_s'])} | {_s(c.get('load_s'))} | {_s(c.get('denoise_s'))} |")
+            lines.append(f"| {job} | {_s(c['wall_s'])} | {_s(c.get('load_s'))} | {_s(c.get('denoise_s'))} | "
+                         f"{_s(c.get('compile_first_s'))} | {_s(c.get('compile_cached_s'))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -94,6 +94,14 @@ def step_callback(on_step: StepCallback | None, total: int):
     return callback
 
 
+def to_uint8(pixels: torch.Tensor, processor) -> torch.Tensor:
+    """A VAE's output as 0-255 bytes, computed on its device: the same operations in the same
+    dtypes as the processor's postprocess(output_type="np"/"pil") followed by *255 and round, so
+    the same bytes, but the CPU gets a quarter of the data and no float passes over it (for an
+    81-frame video, about a second on the H100 host)."""
+    return (processor.denormalize(pixels).float() * 255).round().to(torch.uint8)
+
+
 def module_bytes(*modules) -> int:
     return sum(p.numel() * p.element_size() for m in modules if m is not None for p in m.parameters())
 

@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from ourvidz.errors import WeightsError
 from ourvidz.pipelines.base import (
     FamilyPipeline, GenerationOutput, GenerationRequest, generators, load_component, step_callback, sync, timed,
+    to_uint8,
 )
 from ourvidz.weights import ModelSource, identity, local_dir, safetensors_header
 
@@ -100,7 +102,8 @@ class SDXLFamily(FamilyPipeline):
         images = []
         for i in range(latents.shape[0]):
             pixels = vae.decode(latents[i : i + 1], return_dict=False)[0]
-            images += self.pipe.image_processor.postprocess(pixels, output_type="pil")
+            rgb = to_uint8(pixels, self.pipe.image_processor)[0].permute(1, 2, 0)
+            images.append(Image.fromarray(rgb.cpu().numpy()))
         return images
 
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ourvidz.pipelines.base import (
-    FamilyPipeline, GenerationOutput, GenerationRequest, generators, load_component, step_callback, timed,
+    FamilyPipeline, GenerationOutput, GenerationRequest, generators, load_component, step_callback, timed, to_uint8,
 )
 from ourvidz.pipelines.sdxl import source_folder
 from ourvidz.weights import ModelSource, identity
@@ -105,6 +105,5 @@ class WanFamily(FamilyPipeline):
         latents = latents.to(vae.device, vae.dtype)
         mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(latents)
         inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(latents)
-        video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
-        frames = self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
-        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+        video = vae.decode(latents / inv_std + mean, return_dict=False)[0]  # [1, 3, F, H, W]
+        return to_uint8(video[0], self.pipe.video_processor).permute(1, 2, 3, 0).contiguous().cpu().numpy()
