@@ -122,8 +122,16 @@ def _wan_attention(model) -> bool:
     return True
 
 
+COMPILE_OPTIONS = {"fullgraph": True, "dynamic": False}
+
+
 def _wan_compile(model) -> bool:
-    model.pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)
+    # Regional compile as diffusers' compile_repeated_blocks does it, but of each block's forward
+    # rather than its __call__: a step cache (--step-cache) wraps the forwards in hooks, which then
+    # run eagerly around the compiled blocks. Compiling __call__ made dynamo trace into the hooks'
+    # state and fail. All 30 blocks share one graph (the same code, shapes and dtypes).
+    for block in model.pipe.transformer.blocks:
+        block.forward = torch.compile(block.forward, **COMPILE_OPTIONS)
     return True
 
 

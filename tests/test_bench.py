@@ -51,9 +51,12 @@ def test_merge_refuses_other_card():
 
 def test_lossy_step_cache_is_opt_in_and_measured(tmp_path):
     result = CliRunner().invoke(app, ["bench", "image_fast", "--runs", "1", "--steps", "8", "--step-cache", "0.3",
-                                      "--out", str(tmp_path)])
+                                      "--ablation", "image_fast", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    row = json.loads(next(tmp_path.glob("*.json")).read_text())["rows"]["image_fast"]
+    data = json.loads(next(tmp_path.glob("*.json")).read_text())
+    # the ablation starts from ourvidz with every switch off; on the CPU only batch_cfg applies
+    assert [stage["added"] for stage in data["ablation"]["image_fast"]] == ["none", "batch_cfg"]
+    row = data["rows"]["image_fast"]
     assert row["exact"]["psnr_db"] == float("inf")  # the default path is exact
     assert row["lossy"]["psnr_vs_exact_db"] < float("inf")  # the cache really skipped work
     assert row["ourvidz"]["speedups"] == ["batch_cfg"] and "lossy" not in row["ourvidz"]
@@ -88,3 +91,28 @@ def test_cold_start_times_a_fresh_generate_process(tmp_path):
     cold = json.loads(next(tmp_path.glob("*.json")).read_text())["cold_start"]["image_fast"]
     assert cold["wall_s"] > cold["job_total_s"] > cold["denoise_s"] > 0  # the process outlives its job
     assert "Cold start" in next(tmp_path.glob("*.md")).read_text()
+
+
+def test_step_cache_wraps_compiled_blocks(monkeypatch):
+    """On the GPU the Wan blocks are compiled before a step cache may be switched on; the cache's
+    hooks must run around the compiled blocks (dynamo's eager backend stands in for inductor)."""
+    import numpy as np
+
+    from ourvidz import speedups
+    from ourvidz.model_cache import ModelCache
+    from ourvidz.pipelines.base import GenerationRequest
+
+    torch._dynamo.reset()
+    monkeypatch.setitem(speedups.COMPILE_OPTIONS, "backend", "eager")
+    model, _ = ModelCache(demo=True, device="cpu", speedups=Speedups.off()).get("wan")
+    req = GenerationRequest(prompt="a lighthouse", negative_prompt="blurry", width=32, height=32, steps=6,
+                            guidance=5.0, seeds=[7], flow_shift=3.0)
+    eager = np.asarray(model.generate(req).images[0])
+    assert speedups._wan_compile(model)
+    compiled = np.asarray(model.generate(req).images[0])
+    assert np.abs(compiled.astype(int) - eager.astype(int)).max() <= 1
+    speedups.set_step_cache(model, 0.9)  # a high threshold: most steps reuse the cached residual
+    cached = np.asarray(model.generate(req).images[0])
+    speedups.set_step_cache(model, None)
+    assert not np.array_equal(cached, compiled)  # the cache skipped work
+    assert np.array_equal(np.asarray(model.generate(req).images[0]), compiled)  # and is gone when off

@@ -221,6 +221,12 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
         model, _ = fast.get(family)
         if job in ablate:
             stages = []
+            # First ourvidz with every switch off (resident models, bytes made on the GPU, PNGs
+            # saved in parallel), so that each switch's row shows what that switch adds.
+            warm = run_job(make_plan(job, "abl-none", steps=2), fast).report["total"]
+            abl = [run_job(make_plan(job, "abl-none"), fast).report["total"] for _ in range(runs_for(plan))]
+            stages.append({"added": "none", **stats(abl), "first": warm})
+            log(f"ablate  {job:24s} {'(no switch)':19s} median {statistics.median(abl):8.2f} s  (warm-up {warm:.2f} s)")
             for name in SWITCHES:
                 before = list(model.__dict__.get("speedups_applied", []))
                 apply(model, full, only=SWITCHES[: SWITCHES.index(name) + 1])
@@ -269,8 +275,15 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
             try:
                 run_job(make_plan(job, "lossy-warm", steps=2), fast)
                 lossy = [run_job(make_plan(job, "lossy"), fast) for _ in range(runs_for(plan))]
+            except Exception as exc:  # the exact row stands; the lossy column says why it is empty
+                from ourvidz.model_cache import one_line
+
+                row["lossy"] = {"step_cache": cfg.step_cache, "error": one_line(exc)}
+                log(f"error   {job:24s} lossy: {one_line(exc)}")
+                lossy = None
             finally:
                 set_step_cache(model, None)
+        if cfg.step_cache is not None and family == "wan" and lossy:
             med = statistics.median(r.report["total"] for r in lossy)
             row["lossy"] = {"step_cache": cfg.step_cache, **stats([r.report["total"] for r in lossy]),
                             "ratio": row["plain"]["median"] / med,

@@ -64,7 +64,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "Lossy opt-in (never on by default): first-block cache on the Wan transformer", "",
                   "| job type | threshold | median | ratio to plain | PSNR vs exact ourvidz |", "|---|---|---|---|---|"]
         for job, lo in lossy.items():
-            lines.append(f"| {job} | {lo['step_cache']:g} | {_s(lo['median'])} | {lo['ratio']:.2f}x | {lo['psnr_vs_exact_db']:.1f} dB |")
+            if "error" in lo:
+                lines.append(f"| {job} | {lo['step_cache']:g} | failed: {lo['error']} | | |")
+            else:
+                lines.append(f"| {job} | {lo['step_cache']:g} | {_s(lo['median'])} | {lo['ratio']:.2f}x | {lo['psnr_vs_exact_db']:.1f} dB |")
     for skipped in results.get("skipped", []):
         lines.append(f"\nNot measured in this run: {skipped}")
     if results.get("ablation"):
@@ -73,7 +76,8 @@ def markdown(results: dict[str, Any]) -> str:
         for job, stages in results["ablation"].items():
             plain = results["rows"][job]["plain"]["median"]
             for st in stages:
-                lines.append(f"| {job} | {_s(plain)} | {st['added']} | {_s(st['median'])} | {plain / st['median']:.2f}x | {_s(st['first'])} |")
+                added = "(none: ourvidz with every switch off)" if st["added"] == "none" else st["added"]
+                lines.append(f"| {job} | {_s(plain)} | {added} | {_s(st['median'])} | {plain / st['median']:.2f}x | {_s(st['first'])} |")
     if results.get("cold_start"):
         lines += ["", "Cold start: `ourvidz generate` from process start to files on disk (one job; by default a "
                   "one-job process does not compile; --compile timed with an empty and then a warm inductor cache):", "",
