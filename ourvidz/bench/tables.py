@@ -38,8 +38,8 @@ def markdown(results: dict[str, Any]) -> str:
     v = results["versions"]
     lines = [
         f"Card: {results['card']}; torch {v.get('torch')}, diffusers {v.get('diffusers')}, transformers "
-        f"{v.get('transformers')}; weights: {results['weights']}; runs per job: {results['runs']} "
-        f"(median; min-max in brackets); measured bf16 matmul rate: "
+        f"{v.get('transformers')}; weights: {results['weights']}; times are medians over n measured runs "
+        f"(min-max and n in brackets); measured bf16 matmul rate: "
         + (f"{results['matmul_tflops']:.0f} TFLOP/s" if results.get("matmul_tflops") else "n/a"),
         "",
         "| job type | seed doc (RTX 6000 Ada) | plain diffusers | ourvidz | ratio | ratio without saving | ourvidz warm-up (2 steps, compiles) | achieved TFLOP/s | floor | peak GPU mem | PSNR vs plain |",
@@ -56,8 +56,8 @@ def markdown(results: dict[str, Any]) -> str:
         psnr = r["exact"]["psnr_db"]
         unsaved = f"{r['ratio_unsaved']:.2f}x" if r.get("ratio_unsaved") else "-"
         lines.append(
-            f"| {job} | {doc} | {_s(p['median'])} [{p['min']:.2f}-{p['max']:.2f}] | {_s(o['median'])} "
-            f"[{o['min']:.2f}-{o['max']:.2f}] | **{r['ratio']:.2f}x** | {unsaved} | {_s(o['first'])} | {tf} | {_s(r.get('floor_s'))} | "
+            f"| {job} | {doc} | {_s(p['median'])} [{p['min']:.2f}-{p['max']:.2f}, n={len(p['runs'])}] | "
+            f"{_s(o['median'])} [{o['min']:.2f}-{o['max']:.2f}, n={len(o['runs'])}] | **{r['ratio']:.2f}x** | {unsaved} | {_s(o['first'])} | {tf} | {_s(r.get('floor_s'))} | "
             f"{mem} | {'identical' if psnr == float('inf') else f'{psnr:.1f} dB'} |")
     lossy = {job: r["lossy"] for job, r in results["rows"].items() if r.get("lossy")}
     if lossy:
