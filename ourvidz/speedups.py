@@ -19,6 +19,7 @@ import torch
 # channels_last without compile (slower), fused QKV (neutral), full-graph UNet compile (1.21x
 # but ~107 s of compiling per batch shape), flash/efficient SDPA backends (slower than cuDNN).
 SWITCHES = ("batch_cfg", "vae_layout", "attention_backend", "compile", "compile_resnets", "compile_vae")
+COMPILE_OPTIONS = {"fullgraph": True, "dynamic": False}  # every compiled region: one graph per shape
 
 
 @dataclass
@@ -77,7 +78,7 @@ def apply(model, s: Speedups, only: tuple[str, ...] = SWITCHES) -> list[str]:
 
 
 def _sdxl_compile(model) -> bool:
-    model.pipe.unet.compile_repeated_blocks(fullgraph=True, dynamic=False)
+    model.pipe.unet.compile_repeated_blocks(**COMPILE_OPTIONS)
     return True
 
 
@@ -90,14 +91,14 @@ def _sdxl_compile_resnets(model) -> bool:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     for m in model.pipe.unet.modules():
         if isinstance(m, ResnetBlock2D):
-            m.compile(fullgraph=True, dynamic=False)
+            m.compile(**COMPILE_OPTIONS)
     return True
 
 
 def _sdxl_compile_vae(model) -> bool:
     vae = model.pipe.vae
     vae.to(memory_format=torch.channels_last)  # pays only compiled (slower eager)
-    vae.decoder.compile(fullgraph=True, dynamic=False)
+    vae.decoder.compile(**COMPILE_OPTIONS)
     return True
 
 
@@ -120,9 +121,6 @@ def _wan_attention(model) -> bool:
         return False
     model.pipe.transformer.set_attention_backend("_native_cudnn")
     return True
-
-
-COMPILE_OPTIONS = {"fullgraph": True, "dynamic": False}
 
 
 def _wan_compile(model) -> bool:

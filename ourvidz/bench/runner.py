@@ -146,8 +146,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
         "weights": cfg.weights, "runs": cfg.runs, "video_runs": cfg.video_runs or cfg.runs,
         "overrides": cfg.overrides, "prompt": PROMPT, "seed": SEED, "speedups": Speedups().to_dict(),
         "matmul_tflops": card_matmul_tflops(device), "rows": {}, "ablation": {}, "skipped": [],
-        "calls": {time.strftime("%Y-%m-%dT%H:%M:%S"): {"jobs": cfg.job_types, "seconds": None}},
     }
+    this_call = {"jobs": cfg.job_types, "seconds": None}  # merged files keep one entry per bench process
+    results["calls"] = {time.strftime("%Y-%m-%dT%H:%M:%S"): this_call}
     save = save or (lambda r: None)
 
     def make_plan(job: str, tag: str, **extra):
@@ -280,16 +281,15 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
 
                 row["lossy"] = {"step_cache": cfg.step_cache, "error": one_line(exc)}
                 log(f"error   {job:24s} lossy: {one_line(exc)}")
-                lossy = None
+            else:
+                med = statistics.median(r.report["total"] for r in lossy)
+                row["lossy"] = {"step_cache": cfg.step_cache, **stats([r.report["total"] for r in lossy]),
+                                "ratio": row["plain"]["median"] / med,
+                                "psnr_vs_exact_db": psnr(pixels_of(lossy[-1]), ours)}
+                log(f"lossy   {job:24s} median {med:8.2f} s  ratio {row['lossy']['ratio']:.2f}x  "
+                    f"PSNR vs exact ourvidz {row['lossy']['psnr_vs_exact_db']:.1f} dB")
             finally:
                 set_step_cache(model, None)
-        if cfg.step_cache is not None and family == "wan" and lossy:
-            med = statistics.median(r.report["total"] for r in lossy)
-            row["lossy"] = {"step_cache": cfg.step_cache, **stats([r.report["total"] for r in lossy]),
-                            "ratio": row["plain"]["median"] / med,
-                            "psnr_vs_exact_db": psnr(pixels_of(lossy[-1]), ours)}
-            log(f"lossy   {job:24s} median {med:8.2f} s  ratio {row['lossy']['ratio']:.2f}x  "
-                f"PSNR vs exact ourvidz {row['lossy']['psnr_vs_exact_db']:.1f} dB")
         save(results)
 
     for family, jobs in families.items():
@@ -311,7 +311,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
             c._free_memory()
     results["cache_stats"] = {"plain": cache.stats, "ourvidz": fast.stats}
     results["bench_seconds"] = time.monotonic() - t_start
-    next(iter(results["calls"].values()))["seconds"] = results["bench_seconds"]
+    this_call["seconds"] = results["bench_seconds"]
     save(results)
     return results
 
@@ -336,6 +336,7 @@ def cold_starts(results: dict[str, Any], jobs: list[str], weights: str, device: 
     flags += (["--models", str(models_file)] if models_file else []) + (["--device", device] if device else [])
     cold = results.setdefault("cold_start", {})
     work = Path(tempfile.mkdtemp(prefix="ourvidz-cold-"))
+    save = save or (lambda r: None)
 
     def generate(job: str, tag: str, extra: list[str], env: dict[str, str]) -> tuple[float, dict]:
         out = work / f"{job}-{tag}"
@@ -352,8 +353,7 @@ def cold_starts(results: dict[str, Any], jobs: list[str], weights: str, device: 
         row = cold[job] = {"wall_s": wall, "load_s": sum(report["load"].values()),
                            "denoise_s": report["phases"]["denoise"], "job_total_s": report["total"]}
         log(f"cold    {job:24s} {wall:8.2f} s to files on disk (no compile)")
-        if save:
-            save(results)
+        save(results)
         if weights == "demo":
             continue  # nothing is compiled on the CPU
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-{job}")}
@@ -362,6 +362,5 @@ def cold_starts(results: dict[str, Any], jobs: list[str], weights: str, device: 
             row[f"{tag}_s"] = wall
             row[f"{tag}_denoise_s"] = report["phases"]["denoise"]
             log(f"cold    {job:24s} {wall:8.2f} s to files on disk (--compile, {tag.split('_')[1]} inductor cache)")
-            if save:
-                save(results)
+            save(results)
     return results
