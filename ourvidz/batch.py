@@ -17,16 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ourvidz import __version__
-from ourvidz.errors import EXIT_BUG, BadInput, Interrupted, OurvidzError
+from ourvidz import __version__, layout
+from ourvidz.errors import EXIT_BUG, BadInput, Interrupted, OurvidzError, one_line
 from ourvidz.jobfile import Unit, file_digest, read_job_file
-from ourvidz.manifest import (MANIFEST, SUMMARY_JSON, SUMMARY_MD, Manifest, batch_lock, build_summary, clear_partial,
-                              expected_writes, new_record, now, summary_markdown)
+from ourvidz.layout import MANIFEST, SUMMARY_JSON, SUMMARY_MD
+from ourvidz.manifest import (Manifest, batch_lock, build_summary, clear_partial, expected_writes, new_record, now,
+                              summary_markdown)
 from ourvidz.outputs import atomic_replace, to_json
-
-
-def default_batch_dir(job_file: Path) -> Path:
-    return Path("outputs") / f"batch-{Path(job_file).stem}"
 
 
 class BatchFailed(OurvidzError):
@@ -40,12 +37,9 @@ def plan_units(units: list[Unit], records: dict[str, dict], batch_dir: Path, job
                demo: bool = False, presets_dir=None) -> dict[str, Any]:
     """uid -> JobPlan for every unit not done; the first problem (in file order) is raised, naming
     file, line and job. Seeds drawn for earlier runs (in `records`) are reused."""
-    from pydantic import ValidationError
-
     from ourvidz.errors import PromptRefused
     from ourvidz.plan import plan_job
-    from ourvidz.presets import Preset, load_preset
-    from ourvidz.presets import _describe as describe
+    from ourvidz.presets import OverrideError, load_preset
     from ourvidz.weights import resolve_sources, token_counter
 
     sources = resolve_sources(models, demo)
@@ -58,19 +52,18 @@ def plan_units(units: list[Unit], records: dict[str, dict], batch_dir: Path, job
         line = u.line
         try:
             preset = load_preset(u.job_type, presets_dir)
-            try:  # checked here too, to name the field as the job file does
-                Preset.model_validate(preset.model_dump() | u.overrides)
-            except ValidationError as exc:
-                line = u.overrides_line
-                raise BadInput(f"overrides: {describe(exc)}") from None
             seed = rec["seed"] if rec else u.seed
             if rec is None and u.seed is not None and u.seed_step:
-                seed = u.seed + u.seed_step * preset.with_overrides(u.overrides).num_images
+                seed = u.seed + u.seed_step * (u.overrides.num_images or preset.num_images)
             source = sources.get(preset.family)
-            plans[u.uid] = plan_job(
-                u.job_type, u.prompt, overrides=u.overrides, seed=seed, negative=u.negative,
-                auto_negative=u.auto_negative, enhance=u.enhance, out_dir=batch_dir / u.uid,
-                presets_dir=presets_dir, counter=counter, demo=source is not None and source.is_demo)
+            try:
+                plans[u.uid] = plan_job(
+                    u.job_type, u.prompt, overrides=u.overrides, seed=seed, negative=u.negative,
+                    auto_negative=u.auto_negative, enhance=u.enhance, out_dir=batch_dir / u.uid,
+                    presets_dir=presets_dir, counter=counter, demo=source is not None and source.is_demo)
+            except OverrideError as exc:  # named as the job file names it
+                line = u.overrides_line
+                raise BadInput(f"overrides: {exc.by_field}") from None
         except (BadInput, PromptRefused) as exc:
             line = u.prompt_line if isinstance(exc, PromptRefused) else line
             problems.append(type(exc)(f"{job_file}:{line}: job {u.job} ({u.job_type}): {exc}"))
@@ -192,7 +185,7 @@ def run_batch(job_file: Path | str, out_dir: Path | None = None, *, keep_order: 
 
     console = console or Console()
     job_file = Path(job_file)
-    batch_dir = Path(out_dir) if out_dir else default_batch_dir(job_file)
+    batch_dir = Path(out_dir) if out_dir else layout.batch_dir(job_file)
     units = read_job_file(job_file)
     digest = file_digest(units)
     old = Manifest.read(batch_dir)
@@ -259,7 +252,6 @@ def _cache(models, demo, device, vram_budget):
 
 def _run(manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, run: dict, console, cache) -> Outcome:
     from ourvidz.job import run_job
-    from ourvidz.model_cache import one_line
     from ourvidz.views import BatchProgress, batch_summary_tables
 
     t_start = time.perf_counter()

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from ourvidz import __version__, errors
+from ourvidz.worker import keys
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Prompt to images and videos on your own GPU: SDXL, Wan 2.1, Qwen 2.5 enhancement.")
@@ -69,9 +70,10 @@ AutoNegative = Annotated[bool, typer.Option("--auto-negative/--no-auto-negative"
 Enhance = Annotated[Optional[bool], typer.Option("--enhance/--no-enhance", help="Qwen prompt enhancement (default: the preset's).")]
 
 
-def overrides(steps, guidance, width, height, frames, num_images) -> dict:
-    return {"steps": steps, "guidance": guidance, "width": width, "height": height,
-            "frames": frames, "num_images": num_images}
+def overrides(steps, guidance, width, height, frames, num_images):
+    from ourvidz.overrides import Overrides
+
+    return Overrides(steps=steps, guidance=guidance, width=width, height=height, frames=frames, num_images=num_images)
 
 
 def version_callback(value: bool):
@@ -154,7 +156,7 @@ def enhance(
     seed: Seed = None, presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
 ):
     """Rewrite a prompt with Qwen 2.5 as the 7b_enhanced job types do; print it and its timing."""
-    from ourvidz.pipelines.enhance import enhance_prompt
+    from ourvidz.enhance import enhance_prompt
     from ourvidz.views import enhancement_panel
 
     run = enhance_prompt(prompt, job_type=job_type, seed=seed, presets_dir=presets_dir, models=models,
@@ -181,6 +183,7 @@ def generate(
 ):
     """Generate images or a video for one job type."""
     from ourvidz import generate as gen
+    from ourvidz.job import run_job
     from ourvidz.views import plan_panel, print_result, step_progress
 
     request = gen.Request(
@@ -202,7 +205,7 @@ def generate(
                   "see `ourvidz models`)")
     for plan in plans:
         with step_progress(out, plan.job_type) as on_step:
-            result = gen.run_plan(plan, cache, on_step)
+            result = run_job(plan, cache, on_step)
         print_result(out, result)
 
 
@@ -224,7 +227,8 @@ def bench(
     """Time every job type through ourvidz and through plain diffusers in the same process."""
     from ourvidz.bench.runner import BenchConfig, run_bench
     from ourvidz.bench.tables import markdown, write
-    from ourvidz.pipelines.base import resolve_device
+    from ourvidz.families.base import resolve_device
+    from ourvidz.overrides import Overrides
     from ourvidz.presets import job_types as all_job_types
 
     on_gpu = resolve_device(device).type == "cuda"
@@ -236,7 +240,7 @@ def bench(
     jobs = job_types or sorted(all_job_types())
     cfg = BenchConfig(job_types=jobs, runs=runs, video_runs=video_runs, weights=weights, device=device,
                       models_file=models, ablation=[] if ablation == "none" else [a for a in ablation.split(",") if a in jobs],
-                      overrides={k: v for k, v in {"steps": steps, "frames": frames, "num_images": num_images}.items() if v},
+                      overrides=Overrides(steps=steps, frames=frames, num_images=num_images),
                       deadline_s=deadline, step_cache=step_cache)
     log = lambda line: out.print(line, highlight=False)  # noqa: E731
     results = run_bench(cfg, log=log, save=lambda r: write(r, out_dir)) if jobs != ["none"] else {}
@@ -270,14 +274,13 @@ def batch(
 
 
 RedisUrl = Annotated[str, typer.Option("--redis", envvar="OURVIDZ_REDIS", help="Redis URL (else $OURVIDZ_REDIS).")]
-DEFAULT_REDIS = "redis://localhost:6379/0"
 
 
 @app.command()
 @handled
 def worker(
-    redis_url: RedisUrl = DEFAULT_REDIS,
-    queues: Annotated[str, typer.Option("--queues", help="Comma-separated lists to take jobs from; the first listed goes first.")] = "sdxl_queue,wan_queue",
+    redis_url: RedisUrl = keys.DEFAULT_URL,
+    queues: Annotated[str, typer.Option("--queues", help="Comma-separated lists to take jobs from; the first listed goes first.")] = ",".join(keys.DEFAULT_QUEUES),
     out_dir: Annotated[Path, typer.Option("--out", help="Outputs go to OUT/<job id>/ (a shared filesystem for a fleet).")] = Path("outputs"),
     callback_url: Annotated[Optional[str], typer.Option("--callback-url", help="POST {job_id, status, assets, error_message} here when a job ends.")] = None,
     max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", min=1, help="Exit after this many jobs.")] = None,
@@ -288,7 +291,7 @@ def worker(
     presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
 ):
     """Take jobs from Redis queues (the production format) and run them with resident models."""
-    from ourvidz.queue import Worker
+    from ourvidz.worker.loop import Worker
 
     Worker(redis_url, queues=[q.strip() for q in queues.split(",") if q.strip()], out=out_dir, models=models, demo=demo,
            device=device, vram_budget=vram_budget, callback_url=callback_url, max_jobs=max_jobs, idle_exit=idle_exit,
@@ -301,47 +304,48 @@ def worker(
 def submit(
     job_type: Annotated[str, typer.Argument(help="Job type (see `ourvidz presets list`).")],
     prompt: Annotated[str, typer.Argument(help="What to generate.")],
-    redis_url: RedisUrl = DEFAULT_REDIS,
-    queue: Annotated[Optional[str], typer.Option("--queue", help="List to push onto (default: sdxl_queue or wan_queue by the job's model family).")] = None,
+    redis_url: RedisUrl = keys.DEFAULT_URL,
+    queue: Annotated[Optional[str], typer.Option("--queue", help=f"List to push onto (default by the job's model family: {', '.join(keys.DEFAULT_QUEUES)}).")] = None,
     steps: Steps = None, guidance: Guidance = None, width: Width = None, height: Height = None,
     frames: Frames = None, num_images: NumImages = None, seed: Seed = None, negative: Negative = "",
     enhance: Enhance = None, presets_dir: PresetsDir = None, models: ModelsFile = None,
 ):
     """Check a job, then enqueue it in the production format; prints its id."""
-    from ourvidz import payload
     from ourvidz.plan import plan_job
     from ourvidz.weights import token_counter
+    from ourvidz.worker import payload, store
 
     plan = plan_job(job_type, prompt, overrides=overrides(steps, guidance, width, height, frames, num_images),
                     seed=seed, negative=negative, enhance=enhance, presets_dir=presets_dir, counter=token_counter(models))
     job = payload.build(plan, seed=seed, negative=negative)
-    queue = queue or payload.queue_for(plan.preset)
-    payload.enqueue(payload.connect(redis_url), job, queue)
+    queue = queue or keys.queue_for(plan.preset.family)
+    store.enqueue(store.connect(redis_url), job, queue)
     err.print(f"queued {job_type} on {queue}", markup=False, highlight=False)
     out.print(job["id"], markup=False, highlight=False)
 
 
 @app.command()
 @handled
-def status(job_id: str, redis_url: RedisUrl = DEFAULT_REDIS,
+def status(job_id: str, redis_url: RedisUrl = keys.DEFAULT_URL,
            as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False):
     """A queued job's state and result."""
     import json
 
-    from ourvidz import payload
+    from ourvidz.worker import store
 
-    rec = payload.record(payload.connect(redis_url), job_id)
+    rec = store.record(store.connect(redis_url), job_id)
     if rec is None:
         raise errors.BadInput(f"no record of job {job_id!r} (a job another producer pushed gets one when a worker takes it)")
-    out.print(json.dumps(rec, indent=2) if as_json else payload.describe(rec), markup=False, highlight=False, soft_wrap=True)
+    out.print(json.dumps(rec, indent=2) if as_json else store.describe(rec), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("queue")
 @handled
-def queue_overview(redis_url: RedisUrl = DEFAULT_REDIS,
+def queue_overview(redis_url: RedisUrl = keys.DEFAULT_URL,
                    queues: Annotated[Optional[str], typer.Option("--queues", help="Comma-separated lists to show besides the workers' own.")] = None):
     """Queue depths, the workers alive (heartbeat age, current job), the jobs running."""
-    from ourvidz.payload import connect, overview, overview_table
+    from ourvidz.views import overview_table
+    from ourvidz.worker.store import connect, overview
 
     out.print(overview_table(overview(connect(redis_url), queues.split(",") if queues else None)))
 

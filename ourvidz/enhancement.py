@@ -1,7 +1,7 @@
 """Prompt-enhancement settings: presets/enhancement.yaml, with a preset's `enhancement:` overrides.
 
 The instruction text, the sampling settings, the token and time limits and the rules that tell a
-usable result from a degenerate one are data; ourvidz/pipelines/enhance.py only applies them.
+usable result from a degenerate one are data; ourvidz/families/qwen/enhancer.py only applies them.
 No torch here: plans resolve these settings before any model loads.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from ourvidz.errors import BadInput
-from ourvidz.presets import PresetRuleError, _describe, find_data_file, read_yaml
+from ourvidz.datafiles import RuleError, describe, find_data_file, read_yaml
 
 FILE = "enhancement.yaml"
 PLACEHOLDER = "{prompt}"
@@ -21,15 +21,15 @@ PLACEHOLDER = "{prompt}"
 
 def _check_instruction(value: str) -> str:
     if value.count(PLACEHOLDER) != 1:
-        raise PresetRuleError("instruction", f"must contain {PLACEHOLDER} exactly once (found {value.count(PLACEHOLDER)})")
+        raise RuleError("instruction", f"must contain {PLACEHOLDER} exactly once (found {value.count(PLACEHOLDER)})")
     if not value.split(PLACEHOLDER)[1].strip():
-        raise PresetRuleError("instruction", f"must end with a cue after {PLACEHOLDER}, e.g. 'Enhanced prompt:'")
+        raise RuleError("instruction", f"must end with a cue after {PLACEHOLDER}, e.g. 'Enhanced prompt:'")
     return value
 
 
 def _check_markers(value: list[str]) -> list[str]:
     if not all(value):
-        raise PresetRuleError("end_markers", "must be non-empty strings")
+        raise RuleError("end_markers", "must be non-empty strings")
     return value
 
 
@@ -69,23 +69,23 @@ class EnhancementSettings(BaseModel):
 
 
 def check_overrides(overrides: Any) -> dict[str, Any]:
-    """A preset's `enhancement:` mapping: known fields, each valid on its own (PresetRuleError otherwise)."""
+    """A preset's `enhancement:` mapping: known fields, each valid on its own (RuleError otherwise)."""
     if not isinstance(overrides, dict):
-        raise PresetRuleError("enhancement", f"must be a mapping of {FILE} fields, got {type(overrides).__name__}")
+        raise RuleError("enhancement", f"must be a mapping of {FILE} fields, got {type(overrides).__name__}")
     fields = EnhancementSettings.model_fields
     for key, value in overrides.items():
         where = f"enhancement.{key}"
         if key not in fields:
-            raise PresetRuleError(where, f"unknown field; known: {', '.join(fields)}")
+            raise RuleError(where, f"unknown field; known: {', '.join(fields)}")
         try:
             info = fields[key]
             kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
             value = TypeAdapter(kind).validate_python(value)
             {"instruction": _check_instruction, "end_markers": _check_markers}.get(key, lambda v: v)(value)
         except ValidationError as exc:
-            raise PresetRuleError(where, exc.errors()[0]["msg"] + f" (got {value!r})") from None
-        except PresetRuleError as exc:
-            raise PresetRuleError(where, exc.rule) from None
+            raise RuleError(where, exc.errors()[0]["msg"] + f" (got {value!r})") from None
+        except RuleError as exc:
+            raise RuleError(where, exc.rule) from None
     return overrides
 
 
@@ -98,10 +98,10 @@ def load_settings(presets_dir: Path | str | None = None, overrides: dict[str, An
     try:
         base = EnhancementSettings.model_validate(data)
     except ValidationError as exc:
-        raise BadInput(f"{path}: {_describe(exc)}") from None
+        raise BadInput(f"{path}: {describe(exc)}") from None
     if not overrides:
         return base
     try:
         return EnhancementSettings.model_validate(base.model_dump() | overrides)
     except ValidationError as exc:
-        raise BadInput(f"preset {preset_name}: enhancement: {_describe(exc)}") from None
+        raise BadInput(f"preset {preset_name}: enhancement: {describe(exc)}") from None

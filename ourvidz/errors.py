@@ -4,7 +4,6 @@ Anything else that escapes is a bug: the CLI still prints one line (and the trac
 with OURVIDZ_DEBUG=1).
 """
 
-EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_BAD_INPUT = 2  # unknown job type, malformed preset or job file, impossible size, empty prompt
 EXIT_REFUSED = 3  # the prompt safety check refused the prompt
@@ -17,18 +16,22 @@ EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM; finished outputs are kept
 
 class OurvidzError(Exception):
     exit_code = EXIT_BUG
+    retryable = True  # whether running the same job again could succeed (the queue worker asks)
 
 
 class BadInput(OurvidzError):
     exit_code = EXIT_BAD_INPUT
+    retryable = False
 
 
 class PromptRefused(OurvidzError):
     exit_code = EXIT_REFUSED
+    retryable = False
 
 
 class WeightsError(OurvidzError):
     exit_code = EXIT_WEIGHTS
+    retryable = False
 
 
 class OutOfMemory(OurvidzError):
@@ -45,3 +48,9 @@ class ServiceError(OurvidzError):
 
 class Interrupted(OurvidzError):
     exit_code = EXIT_INTERRUPTED
+
+
+def one_line(exc: BaseException) -> str:
+    """An unexpected exception as one short line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]

@@ -6,14 +6,14 @@ only turns the command line (or a replayed sidecar, or a prompt file) into plans
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from ourvidz import families, layout
 from ourvidz.errors import BadInput
+from ourvidz.overrides import FIELDS as OVERRIDABLE
+from ourvidz.overrides import Overrides
 from ourvidz.plan import JobPlan, plan_job
-from ourvidz.presets import OVERRIDABLE
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Request:
     prompt_file: Path | None = None
     from_metadata: Path | None = None
     out_dir: Path | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: Overrides = field(default_factory=Overrides)
     seed: int | None = None
     negative: str = ""
     auto_negative: bool = True
@@ -54,12 +54,12 @@ def replay_request(request: Request) -> Request:
 
     meta = read_metadata(request.from_metadata)
     plan = meta["plan"]
-    stored = {k: plan["preset"][k] for k in OVERRIDABLE}
+    stored = Overrides(**{k: plan["preset"][k] for k in OVERRIDABLE})
     return Request(
         job_type=request.job_type or plan["job_type"],
         prompt=request.prompt or plan["prompt"],
         out_dir=request.out_dir,
-        overrides=stored | {k: v for k, v in request.overrides.items() if v is not None},
+        overrides=stored.merged(request.overrides),
         seed=request.seed if request.seed is not None else plan["seed"],
         negative=request.negative or plan["negative_prompt"]["user_text"],
         auto_negative=plan["auto_negative"] if request.auto_negative else False,
@@ -86,18 +86,20 @@ def make_plans(request: Request) -> list[JobPlan]:
     from ourvidz.weights import resolve_sources
 
     counter = token_counter(request.models, request.demo)
-    source = resolve_sources(request.models, request.demo).get(load_preset(request.job_type, request.presets_dir).family)
+    family = load_preset(request.job_type, request.presets_dir).family
+    source = resolve_sources(request.models, request.demo).get(family)
     demo = source is not None and source.is_demo and not request.random_weights
-    if request.step_cache is not None and load_preset(request.job_type, request.presets_dir).family != "wan":
-        raise BadInput("--step-cache (first-block cache) works on the wan family only")
+    if request.step_cache is not None and not families.get(family).step_cache:
+        can = ", ".join(n for n, f in families.FAMILIES.items() if f.step_cache)
+        raise BadInput(f"--step-cache (first-block cache) works on the {can} family only")
     plans = []
-    prompts_dir = Path("outputs") / f"{request.job_type}-{time.strftime('%Y%m%d-%H%M%S')}-prompts"
+    prompts_dir = request.out_dir or layout.prompt_file_dir(request.job_type)
     for i, prompt in enumerate(prompts):
         out_dir = request.out_dir
         if len(prompts) > 1:
             # One folder for the file's prompts: default folders differ only by time and seed, and
             # with --seed every prompt would land in the same one.
-            out_dir = (out_dir or prompts_dir) / f"{i:03d}"
+            out_dir = layout.prompt_dir(prompts_dir, i)
         try:
             plans.append(plan_job(
                 request.job_type, prompt, overrides=request.overrides, seed=request.seed,
@@ -115,29 +117,18 @@ def describe_models(request: Request, plan: JobPlan) -> str:
     from ourvidz.weights import resolve_sources
 
     sources = resolve_sources(request.models, request.demo)
-    families = [plan.preset.family] + (["qwen"] if plan.enhance else [])
-    return "; ".join(f"{f}: {sources[f].describe()}" if f in sources else f"{f}: not configured" for f in families)
+    needed = [plan.preset.family] + ([families.ENHANCER] if plan.enhance else [])
+    return "; ".join(f"{f}: {sources[f].describe()}" if f in sources else f"{f}: not configured" for f in needed)
 
 
 def cache_for(request: Request, jobs: int = 1):
     """One cache for the request's jobs; compiling is for runs of several jobs (or --compile)."""
+    from ourvidz.families.base import resolve_device
     from ourvidz.model_cache import ModelCache
-    from ourvidz.pipelines.base import resolve_device
     from ourvidz.speedups import Speedups
 
     compile_ = request.compile if request.compile is not None else jobs > 1
     speedups = Speedups.for_device(resolve_device(request.device), long_lived=compile_)
-
-    if request.random_weights:
-        from ourvidz.bench.architectures import RANDOM_LOADERS
-
-        return ModelCache(demo=True, device=request.device, loaders=RANDOM_LOADERS, step_cache=request.step_cache,
-                          speedups=speedups)
-    return ModelCache(models_file=request.models, demo=request.demo, device=request.device,
-                      step_cache=request.step_cache, speedups=speedups)
-
-
-def run_plan(plan: JobPlan, cache, on_step=None):
-    from ourvidz.job import run_job
-
-    return run_job(plan, cache, on_step)
+    return ModelCache(models_file=None if request.random_weights else request.models, demo=request.demo,
+                      device=request.device, random_weights=request.random_weights, step_cache=request.step_cache,
+                      speedups=speedups)

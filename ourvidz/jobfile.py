@@ -17,8 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ourvidz.errors import BadInput
+from ourvidz.overrides import FIELDS as OVERRIDABLE
+from ourvidz.overrides import Overrides
 from ourvidz.plan import MAX_SEED
-from ourvidz.presets import OVERRIDABLE
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 MAX_UNITS = 100_000
@@ -30,17 +31,7 @@ class FieldRule(ValueError):
         self.field, self.rule = field, rule
 
 
-class Overrides(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    steps: int | None = None
-    guidance: float | None = None
-    width: int | None = None
-    height: int | None = None
-    frames: int | None = None
-    num_images: int | None = None
-
-
-class JobSpec(BaseModel):
+class JobEntry(BaseModel):
     """One job of the file. It renders each prompt once per seed (seeds, or count seeds)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -56,7 +47,7 @@ class JobSpec(BaseModel):
     enhance: bool | None = None
 
     @model_validator(mode="after")
-    def _rules(self) -> JobSpec:
+    def _rules(self) -> JobEntry:
         if (self.prompt is None) == (self.prompts is None):
             raise FieldRule("prompt", "give either 'prompt' or 'prompts' (a list)")
         if self.seeds is not None and (self.seed is not None or self.count is not None):
@@ -81,14 +72,11 @@ class Unit:
     overrides_line: int
     seed: int | None  # None: drawn once when the batch starts, then kept in the manifest
     seed_step: int  # count with a seed: seed + seed_step * num_images
-    overrides: dict[str, Any]
+    overrides: Overrides
     negative: str
     auto_negative: bool
     enhance: bool | None
     digest: str
-
-    def where(self, path: Path) -> str:
-        return f"{path}:{self.line}: job {self.job} ({self.job_type})"
 
 
 def _yaml_lines(text: str, path: Path) -> tuple[Any, dict[tuple, int]]:
@@ -212,7 +200,7 @@ def read_job_file(path: Path | str) -> list[Unit]:
                            f"got {type(entry).__name__}")
         job_type = entry.get("job_type") if isinstance(entry.get("job_type"), str) else ""
         try:
-            spec = JobSpec.model_validate(entry)
+            spec = JobEntry.model_validate(entry)
         except ValidationError as exc:
             raise _field_error(path, job, line, lines, exc, job_type) from None
         prompts = [spec.prompt] if spec.prompt is not None else spec.prompts
@@ -222,11 +210,11 @@ def read_job_file(path: Path | str) -> list[Unit]:
             slots = [(spec.seed, k) for k in range(spec.count or 1)]
         else:
             slots = [(None, k) for k in range(spec.count or 1)]
-        overrides = spec.overrides.model_dump(exclude_none=True)
+        overrides = spec.overrides
         for p, prompt in enumerate(prompts):
             p_line = lines.get(("prompts", p), lines.get(("prompt",), line))
             for seed, k in slots:
-                content = {"job_type": spec.job_type, "prompt": prompt, "overrides": overrides, "seed": seed,
+                content = {"job_type": spec.job_type, "prompt": prompt, "overrides": overrides.as_dict(), "seed": seed,
                            "slot": k, "negative": spec.negative, "auto_negative": spec.auto_negative,
                            "enhance": spec.enhance}
                 units.append(Unit(uid="", n=len(units) + 1, job=job, line=line, job_type=spec.job_type,

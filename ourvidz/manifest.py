@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ourvidz import layout
 from ourvidz.errors import BadInput
+from ourvidz.layout import LOCK, MANIFEST
 from ourvidz.outputs import atomic_replace, to_json
-
-MANIFEST, SUMMARY_JSON, SUMMARY_MD, LOCK = "manifest.json", "summary.json", "summary.md", ".lock"
 
 
 def now() -> str:
@@ -25,7 +25,7 @@ def now() -> str:
 def new_record(u, plan) -> dict[str, Any]:
     return {"id": u.uid, "n": u.n, "job": u.job, "line": u.line, "job_type": u.job_type,
             "family": plan.preset.family, "enhance": plan.enhance, "priority": plan.preset.priority,
-            "prompt": u.prompt, "seed": plan.seed, "overrides": u.overrides, "out_dir": u.uid,
+            "prompt": u.prompt, "seed": plan.seed, "overrides": u.overrides.as_dict(), "out_dir": u.uid,
             "state": "pending", "attempts": 0, "files": [], "writes": [], "error": None, "exit_code": None,
             "error_class": None, "started": None, "finished": None, "seconds": None, "load_paid": None,
             "load_avoided": None, "demo": None}
@@ -77,8 +77,7 @@ def clear_partial(batch_dir: Path, rec: dict) -> list[str]:
 
 def expected_writes(plan, batch_dir: Path) -> list[str]:
     rel = plan.out_dir.relative_to(batch_dir)
-    names = [n for f in plan.files for n in (f, str(Path(f).with_suffix(".json")))] + ["report.json"]
-    return [str(rel / n) for n in names]
+    return [str(rel / n) for n in layout.job_files(plan.files)]
 
 
 @contextmanager

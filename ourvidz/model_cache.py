@@ -17,27 +17,12 @@ from typing import Any
 
 import torch
 
-from ourvidz.errors import OurvidzError, OutOfMemory, WeightsError
-from ourvidz.pipelines.base import default_dtype, resolve_device, sync
+from ourvidz import families
+from ourvidz.errors import OurvidzError, OutOfMemory, WeightsError, one_line
+from ourvidz.families.base import default_dtype, resolve_device, sync
 from ourvidz.weights import ModelSource, models_file_path, resolve_sources
 
 GB = 1e9
-
-
-def family_class(family: str):
-    if family == "sdxl":
-        from ourvidz.pipelines.sdxl import SDXLFamily
-
-        return SDXLFamily
-    if family == "wan":
-        from ourvidz.pipelines.wan import WanFamily
-
-        return WanFamily
-    if family == "qwen":
-        from ourvidz.pipelines.enhance import QwenEnhancer
-
-        return QwenEnhancer
-    raise WeightsError(f"unknown model family {family!r}")
 
 
 def available_host_memory() -> int:
@@ -47,21 +32,17 @@ def available_host_memory() -> int:
         return 0
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
-
-
 class ModelCache:
     def __init__(self, models_file=None, demo: bool = False, device: str | None = None,
-                 vram_budget_gb: float | None = None, offload_to_cpu: bool = True, loaders=None, speedups=None,
-                 step_cache: float | None = None):
+                 vram_budget_gb: float | None = None, offload_to_cpu: bool = True, random_weights: bool = False,
+                 speedups=None, step_cache: float | None = None):
         self.models_file = models_file
-        self.sources = resolve_sources(models_file, demo)  # a malformed models file fails here, early
+        # Random full-size weights (speed tests) stand in for every family, as the demo models do.
+        self.sources = resolve_sources(models_file, demo or random_weights)  # a malformed file fails here
+        self.random_weights = random_weights
         self.device = resolve_device(device)
         self.dtype = default_dtype(self.device)
         self.offload_to_cpu = offload_to_cpu
-        self.loaders = loaders or {}  # family -> class, to substitute a loader (bench, tests)
         from ourvidz.speedups import Speedups
 
         self.speedups = speedups if speedups is not None else Speedups.for_device(self.device)
@@ -113,7 +94,8 @@ class ModelCache:
             return model, {name: 0.0 for name in model.load_times}
         source = self.source(family)
         self._make_room(self._estimate(source), keep=family)
-        cls = self.loaders.get(family) or family_class(family)
+        spec = families.get(family)
+        cls = self.loader_class(spec)
         try:
             model = cls.load(source, self.device, self.dtype)
         except OurvidzError:
@@ -124,13 +106,13 @@ class ModelCache:
                               "--vram-budget so other models are moved out first") from None
         except Exception as exc:
             raise WeightsError(f"cannot load {family} weights from {source.describe()}: {one_line(exc)}") from None
-        if family in ("sdxl", "wan") and not (source.is_demo and family not in self.loaders):
+        if spec.speedups and (self.random_weights or not source.is_demo):
             # Not on the tiny demo models: compiling them costs more than it saves, and cuDNN
             # attention rejects their head size.
             from ourvidz.speedups import apply
 
             apply(model, self.speedups)
-        if family == "wan" and self.step_cache is not None:
+        if spec.step_cache and self.step_cache is not None:
             from ourvidz.speedups import set_step_cache
 
             set_step_cache(model, self.step_cache)
@@ -138,6 +120,10 @@ class ModelCache:
         stat["loads"] += 1
         stat["load_seconds"] += sum(model.load_times.values())
         return model, dict(model.load_times)
+
+    def loader_class(self, spec):
+        """The class whose load() makes a family's model: its pipeline, or its random full-size build."""
+        return spec.random_class() if self.random_weights else spec.pipeline_class()
 
     def _estimate(self, source: ModelSource) -> int:
         """Bytes a family will take on the device: its weight files' size (good to a factor of ~2)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from ourvidz.clip_tokens import TokenCounter, best_counter
 from ourvidz.errors import BadInput
-from ourvidz.presets import find_data_file, read_yaml
+from ourvidz.datafiles import find_data_file, read_yaml
 
 LISTS = ("critical", "quality", "nsfw", "video")  # plain lists of terms
 GROUPS = ("anatomical", "artifacts")  # named categories of terms

@@ -8,15 +8,16 @@ before anything loads.
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ourvidz import families, layout
 from ourvidz.clip_tokens import TokenCounter
 from ourvidz.enhancement import EnhancementSettings, load_settings
 from ourvidz.errors import BadInput
 from ourvidz.negative import NegativePrompt, build_negative
+from ourvidz.overrides import Overrides
 from ourvidz.presets import Preset, load_preset
 from ourvidz.safety import check_prompt
 
@@ -29,14 +30,14 @@ MAX_PROMPT_CHARS = 20_000
 class JobPlan:
     job_type: str
     preset: Preset  # with the overrides applied
-    overrides: dict[str, Any]
+    overrides: dict[str, Any]  # the fields the job changed (Overrides.as_dict()), as sidecars record them
     prompt: str
     negative: NegativePrompt
     auto_negative: bool
     seed: int
     enhance: bool
     out_dir: Path
-    files: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # the media files, named by ourvidz.layout
     demo_resized_from: str | None = None  # "1024x1024" when the demo shrank the preset's size
     enhancement: EnhancementSettings | None = None  # resolved at plan time when enhance is on
 
@@ -70,9 +71,7 @@ class JobPlan:
 
 def demo_size(preset: Preset) -> dict[str, int]:
     """The preset's aspect ratio at DEMO_LONG_SIDE, on the family's size grid: seconds on a CPU."""
-    from ourvidz.presets import SIZE_MULTIPLE
-
-    m = SIZE_MULTIPLE[preset.family]
+    m = families.get(preset.family).size_multiple
     scale = DEMO_LONG_SIDE / max(preset.width, preset.height)
     return {k: max(m, round(getattr(preset, k) * scale / m) * m) for k in ("width", "height")}
 
@@ -88,21 +87,11 @@ def checked_prompt(prompt: str | None, purpose: str) -> str:
     return prompt
 
 
-def output_files(preset: Preset) -> list[str]:
-    if preset.is_video:
-        return ["video.mp4"]
-    return [f"image-{i:02d}.png" for i in range(preset.num_images)]
-
-
-def default_out_dir(job_type: str, seed: int, root: Path = Path("outputs")) -> Path:
-    return root / f"{job_type}-{time.strftime('%Y%m%d-%H%M%S')}-{seed}"
-
-
 def plan_job(
     job_type: str,
     prompt: str,
     *,
-    overrides: dict[str, Any] | None = None,
+    overrides: Overrides | None = None,
     seed: int | None = None,
     negative: str = "",
     auto_negative: bool = True,
@@ -115,10 +104,10 @@ def plan_job(
     prompt = checked_prompt(prompt, "generate")
     if negative:
         check_prompt(negative, what="negative prompt")
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    overrides = overrides or Overrides()
     preset = load_preset(job_type, presets_dir).with_overrides(overrides)
     resized = None
-    if demo and "width" not in overrides and "height" not in overrides:
+    if demo and overrides.width is None and overrides.height is None:
         small = demo_size(preset)
         if (small["width"], small["height"]) != (preset.width, preset.height):
             resized = f"{preset.width}x{preset.height}"
@@ -128,8 +117,8 @@ def plan_job(
     elif not 0 <= seed <= MAX_SEED - preset.num_images + 1:
         raise BadInput(f"--seed must be between 0 and {MAX_SEED - preset.num_images + 1} (got {seed})")
     neg = build_negative(preset.negative_strategy, negative, auto=auto_negative, counter=counter)
-    out_dir = Path(out_dir) if out_dir else default_out_dir(job_type, seed)
-    files = output_files(preset)
+    out_dir = Path(out_dir) if out_dir else layout.generate_dir(job_type, seed)
+    files = layout.media_files(preset)
     taken = [f for f in files if (out_dir / f).exists()]
     if taken:
         raise BadInput(f"{out_dir} already holds {taken[0]}; ourvidz never overwrites: choose another --out")
@@ -138,7 +127,7 @@ def plan_job(
     return JobPlan(
         job_type=job_type,
         preset=preset,
-        overrides=overrides,
+        overrides=overrides.as_dict(),
         prompt=prompt,
         negative=neg,
         auto_negative=auto_negative,

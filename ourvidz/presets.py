@@ -8,20 +8,19 @@ what a valid preset is. Users add their own presets through a search path:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ourvidz import families
+from ourvidz.datafiles import RuleError, describe, read_yaml, search_path
+from ourvidz.enhancement import check_overrides
 from ourvidz.errors import BadInput
+from ourvidz.overrides import FIELDS as OVERRIDABLE
+from ourvidz.overrides import Overrides
 
-# Latent sizes: SDXL's VAE downsamples by 8; Wan's by 8 and its transformer patches 2x2.
-SIZE_MULTIPLE = {"sdxl": 8, "wan": 16}
-FAMILIES = ("sdxl", "wan")
-# Overrides a user may pass on the command line, by preset field.
-OVERRIDABLE = ("width", "height", "steps", "guidance", "frames", "num_images")
+DATA_FILES = ("negatives", "enhancement", "safety_terms")  # beside the presets, not job types
 
 
 class SeedDocTime(BaseModel):
@@ -35,12 +34,12 @@ class Preset(BaseModel):
 
     name: str
     description: str = ""
-    family: Literal["sdxl", "wan"]
+    family: str  # a generator family of the registry (ourvidz.families)
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     steps: int = Field(ge=1, le=1000)
     guidance: float = Field(ge=0, le=50)
-    scheduler: Literal["euler", "unipc"]
+    scheduler: str  # one of the family's schedulers
     flow_shift: float | None = Field(default=None, gt=0)
     frames: int = Field(default=1, ge=1)
     fps: int | None = Field(default=None, ge=1, le=120)
@@ -57,122 +56,68 @@ class Preset(BaseModel):
     def _enhancement(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return None
-        from ourvidz.enhancement import check_overrides  # it imports this module
-
         return check_overrides(value)
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, value: str) -> str:
+        if value not in families.generators():
+            raise RuleError("family", f"must be one of {', '.join(families.generators())} (got {value!r})")
+        return value
 
     @model_validator(mode="after")
     def _rules(self) -> Preset:
-        m = SIZE_MULTIPLE[self.family]
+        family = families.get(self.family)
+        m = family.size_multiple
         for field in ("width", "height"):
             value = getattr(self, field)
             if value % m:
-                raise _rule(field, f"must be a multiple of {m} for the {self.family} family (got {value})")
+                raise RuleError(field, f"must be a multiple of {m} for the {self.family} family (got {value})")
             if value > 4096:
-                raise _rule(field, f"must be at most 4096 (got {value})")
-        if self.family == "sdxl":
-            if self.scheduler != "euler":
-                raise _rule("scheduler", "the sdxl family uses 'euler'")
-            if self.frames != 1:
-                raise _rule("frames", "the sdxl family makes images: frames must be 1")
-        else:
-            if self.scheduler != "unipc":
-                raise _rule("scheduler", "the wan family uses 'unipc'")
-            if self.flow_shift is None:
-                raise _rule("flow_shift", "the wan family needs a flow shift (5.0 in production)")
-            if (self.frames - 1) % 4:
-                raise _rule("frames", f"wan frame counts are 4k+1 (1, 5, ..., 81); got {self.frames}")
-            if self.num_images != 1:
-                raise _rule("num_images", "a wan job makes one image or one video: num_images must be 1")
+                raise RuleError(field, f"must be at most 4096 (got {value})")
+        if self.scheduler not in family.schedulers:
+            raise RuleError("scheduler", f"the {self.family} family uses " + " or ".join(map(repr, family.schedulers)))
+        if family.check_preset:
+            family.check_preset(self, RuleError)
         if self.output == "mp4":
             if self.frames < 2:
-                raise _rule("frames", "an mp4 output needs more than one frame")
+                raise RuleError("frames", "an mp4 output needs more than one frame")
             if self.fps is None:
-                raise _rule("fps", "an mp4 output needs fps")
+                raise RuleError("fps", "an mp4 output needs fps")
         elif self.frames != 1:
-            raise _rule("frames", "a png output is one frame: frames must be 1 (use output: mp4 for video)")
+            raise RuleError("frames", "a png output is one frame: frames must be 1 (use output: mp4 for video)")
         return self
 
     @property
     def is_video(self) -> bool:
         return self.output == "mp4"
 
-    def with_overrides(self, overrides: dict[str, Any]) -> Preset:
-        """A copy with single fields replaced; re-validated, errors name the option."""
-        unknown = set(overrides) - set(OVERRIDABLE)
-        if unknown:
-            raise BadInput(f"cannot override {', '.join(sorted(unknown))}; overridable: {', '.join(OVERRIDABLE)}")
-        data = self.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+    @property
+    def sampler(self) -> str:
+        """The A1111 sampler name, with Wan's flow shift."""
+        name = families.get(self.family).schedulers[self.scheduler]
+        return name + (f" (flow shift {self.flow_shift:g})" if self.flow_shift else "")
+
+    def with_overrides(self, overrides: Overrides | dict[str, Any]) -> Preset:
+        """A copy with single fields replaced; re-validated. An OverrideError names the --option that
+        broke a rule, and keeps the same description by field name for job files."""
+        if not isinstance(overrides, Overrides):
+            unknown = set(overrides) - set(OVERRIDABLE)
+            if unknown:
+                raise BadInput(f"cannot override {', '.join(sorted(unknown))}; overridable: {', '.join(OVERRIDABLE)}")
+            overrides = Overrides(**{k: v for k, v in overrides.items() if v is not None})
         try:
-            return Preset.model_validate(data)
+            return Preset.model_validate(self.model_dump() | overrides.as_dict())
         except ValidationError as exc:
-            raise BadInput(f"{self.name}: {_describe(exc, option=True)}") from None
+            raise OverrideError(f"{self.name}: {describe(exc, options=OVERRIDABLE)}", describe(exc)) from None
 
 
-class PresetRuleError(ValueError):
-    def __init__(self, field: str, rule: str):
-        super().__init__(rule)
-        self.field, self.rule = field, rule
+class OverrideError(BadInput):
+    """Overrides that break the preset schema's rules for this job type."""
 
-
-def _rule(field: str, rule: str) -> PresetRuleError:
-    return PresetRuleError(field, rule)
-
-
-def _describe(exc: ValidationError, option: bool = False) -> str:
-    """One line naming each bad field and its rule."""
-    parts = []
-    for err in exc.errors():
-        ctx_error = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_error, PresetRuleError):
-            field, rule = ctx_error.field, ctx_error.rule
-        else:
-            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            rule = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-            if err["type"] != "extra_forbidden" and "input" in err and not isinstance(err["input"], dict):
-                rule += f" (got {err['input']!r})"
-        label = f"--{field.replace('_', '-')}" if option and field in OVERRIDABLE else f"field '{field}'"
-        parts.append(f"{label}: {rule}")
-    return "; ".join(parts)
-
-
-def builtin_presets_dir() -> Path:
-    """presets/ ships inside the wheel as ourvidz/_presets; a source checkout has it at the root."""
-    packaged = Path(__file__).parent / "_presets"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "presets"
-
-
-def search_path(presets_dir: Path | str | None = None) -> list[Path]:
-    dirs: list[Path] = []
-    if presets_dir:
-        dirs.append(Path(presets_dir))
-    env = os.environ.get("OURVIDZ_PRESETS", "")
-    dirs += [Path(p) for p in env.split(os.pathsep) if p]
-    dirs.append(builtin_presets_dir())
-    for d in dirs[:-1]:
-        if not d.is_dir():
-            raise BadInput(f"presets folder {d} does not exist")
-    return dirs
-
-
-def find_data_file(name: str, presets_dir: Path | str | None = None) -> Path:
-    """The first file called `name` on the search path (negatives.yaml, enhancement.yaml)."""
-    for d in search_path(presets_dir):
-        if (d / name).is_file():
-            return d / name
-    raise BadInput(f"{name} not found in any presets folder")
-
-
-def read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BadInput(f"{path}:{where}: malformed YAML: {problem}") from None
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read: {exc.strerror}") from None
+    def __init__(self, message: str, by_field: str):
+        super().__init__(message)
+        self.by_field = by_field  # "field 'width': must be ..." rather than "--width: must be ..."
 
 
 def load_preset_file(path: Path) -> Preset:
@@ -184,7 +129,7 @@ def load_preset_file(path: Path) -> Preset:
     try:
         return Preset.model_validate({"name": path.stem, **data})
     except ValidationError as exc:
-        raise BadInput(f"{path}: {_describe(exc)}") from None
+        raise BadInput(f"{path}: {describe(exc)}") from None
 
 
 def _preset_files(presets_dir: Path | str | None) -> dict[str, Path]:
@@ -192,7 +137,7 @@ def _preset_files(presets_dir: Path | str | None) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for d in search_path(presets_dir):
         for path in sorted(d.glob("*.yaml")):
-            if path.stem in ("negatives", "enhancement"):
+            if path.stem in DATA_FILES:
                 continue
             found.setdefault(path.stem, path)
     return found

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ourvidz import families
+
 # The order the bench adds them in for its cumulative ablation table. Measured on an H100
 # (benchmarks/probe-results/h100-2026-11-25.md); left out because they did not pay there:
 # channels_last without compile (slower), fused QKV (neutral), full-graph UNet compile (1.21x
@@ -62,8 +64,9 @@ def enable_compile_cache(path: str | None = None) -> Path:
 
 
 def apply(model, s: Speedups, only: tuple[str, ...] = SWITCHES) -> list[str]:
-    """Apply the switches that are on (among `only`) to a loaded SDXLFamily or WanFamily, once each;
-    returns everything applied so far. Cumulative: the bench's ablation calls it stage by stage."""
+    """Apply the switches that are on (among `only`) to a loaded generator family, once each, each
+    as its family's speedups module defines it; returns everything applied so far. Cumulative: the
+    bench's ablation calls it stage by stage."""
     applied = model.__dict__.setdefault("speedups_applied", [])
     for name in only:
         if not getattr(s, name) or name in applied:
@@ -72,76 +75,10 @@ def apply(model, s: Speedups, only: tuple[str, ...] = SWITCHES) -> list[str]:
             continue
         if name.startswith("compile"):
             enable_compile_cache(s.compile_cache_dir)
-        if _SWITCH[model.family].get(name, _not_for_family)(model):
+        switch = families.get(model.family).speedup_switches().get(name)
+        if switch is not None and switch(model):
             applied.append(name)
     return applied
-
-
-def _sdxl_compile(model) -> bool:
-    model.pipe.unet.compile_repeated_blocks(**COMPILE_OPTIONS)
-    return True
-
-
-def _sdxl_compile_resnets(model) -> bool:
-    # diffusers' regional compile covers only the UNet's transformer blocks; its ResNet blocks (about
-    # half the time, GroupNorm and SiLU unfused in eager) come in 12 channel/size combinations, one
-    # graph each, more than dynamo's default of 8 per code object.
-    from diffusers.models.resnet import ResnetBlock2D
-
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
-    for m in model.pipe.unet.modules():
-        if isinstance(m, ResnetBlock2D):
-            m.compile(**COMPILE_OPTIONS)
-    return True
-
-
-def _sdxl_compile_vae(model) -> bool:
-    vae = model.pipe.vae
-    vae.to(memory_format=torch.channels_last)  # pays only compiled (slower eager)
-    vae.decoder.compile(**COMPILE_OPTIONS)
-    return True
-
-
-def _wan_batch_cfg(model) -> bool:
-    model.batch_cfg = True
-    return True
-
-
-def _wan_vae_layout(model) -> bool:
-    # The Wan VAE also has 2-D convolutions, so the module-wide .to(channels_last_3d) fails.
-    for m in model.pipe.vae.modules():
-        if isinstance(m, torch.nn.Conv3d):
-            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
-    torch.backends.cudnn.benchmark = True
-    return True
-
-
-def _wan_attention(model) -> bool:
-    if torch.cuda.get_device_capability()[0] < 9:  # cuDNN's fused attention pays off on Hopper
-        return False
-    model.pipe.transformer.set_attention_backend("_native_cudnn")
-    return True
-
-
-def _wan_compile(model) -> bool:
-    # Regional compile as diffusers' compile_repeated_blocks does it, but of each block's forward
-    # rather than its __call__: a step cache (--step-cache) wraps the forwards in hooks, which then
-    # run eagerly around the compiled blocks. Compiling __call__ made dynamo trace into the hooks'
-    # state and fail. All 30 blocks share one graph (the same code, shapes and dtypes).
-    for block in model.pipe.transformer.blocks:
-        block.forward = torch.compile(block.forward, **COMPILE_OPTIONS)
-    return True
-
-
-def _not_for_family(model) -> bool:
-    return False
-
-
-_SWITCH = {
-    "sdxl": {"compile": _sdxl_compile, "compile_resnets": _sdxl_compile_resnets, "compile_vae": _sdxl_compile_vae},
-    "wan": {"batch_cfg": _wan_batch_cfg, "vae_layout": _wan_vae_layout, "attention_backend": _wan_attention,
-            "compile": _wan_compile},
-}
 
 
 # Lossy speed-ups: never on by default; `--step-cache T` turns this one on, and the bench reports
@@ -151,7 +88,7 @@ def set_step_cache(model, threshold: float | None) -> str | None:
     changed less than `threshold` (relative) reuses the previous step's residual. None turns it off."""
     from ourvidz.errors import BadInput
 
-    if model.family != "wan":
+    if not families.get(model.family).step_cache:
         raise BadInput("--step-cache (first-block cache) works on the wan family only")
     transformer = model.pipe.transformer
     if getattr(transformer, "is_cache_enabled", False):

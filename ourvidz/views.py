@@ -259,3 +259,17 @@ def batch_summary_tables(summary: dict[str, Any]) -> list[Table]:
             fails.add_row(f["id"], str(f["line"]), str(f["exit_code"]), f["error"])
         tables.append(fails)
     return tables
+
+
+def overview_table(data: dict[str, Any]):
+    table = Table(title="ourvidz queue", title_justify="left", caption=f"{data['running']} job(s) running")
+    for col in ("queue / worker", "state", "heartbeat", "job", "queues", "device"):
+        table.add_column(col)
+    for q, depth in data["queues"].items():
+        table.add_row(q, f"{depth} waiting", "", "", "", "")
+    for w in data["workers"]:
+        job = f"{w['job']} ({w['job_type']}, {w['job_seconds']:.0f} s)" if w["alive"] and w["job"] else "-"
+        state = "alive" if w["alive"] else f"dead, holds {w['held']}: requeued at the next sweep"
+        beat = f"{w['beat_age']:.1f} s ago" if w["alive"] else "expired"
+        table.add_row(w["id"], state, beat, job, ",".join(w.get("queues", [])), w.get("device", ""))
+    return table

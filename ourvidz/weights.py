@@ -26,21 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ourvidz import families
+from ourvidz.datafiles import read_yaml
 from ourvidz.errors import BadInput, WeightsError
-from ourvidz.presets import read_yaml
 
-FAMILIES = ("sdxl", "wan", "qwen")
-DEFAULT_HUB_IDS = {
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-    "wan": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-    "qwen": "Qwen/Qwen2.5-7B",
-}
+FAMILIES = families.names()
+SINGLE_FILE_CONFIG = ["*.json", "*.txt", "*.model"]  # what from_single_file reads from its config folder
 
 
 def user_models_file() -> Path:
     return Path.home() / ".config" / "ourvidz" / "models.yaml"
-
-MARKER_FILE = {"sdxl": "model_index.json", "wan": "model_index.json", "qwen": "config.json"}
 
 
 @dataclass(frozen=True)
@@ -106,9 +101,10 @@ def resolve_sources(models_file: Path | str | None = None, demo: bool = False) -
         if not isinstance(entry, dict) or set(entry) - {"path", "single_file", "config"}:
             raise BadInput(f"{path}: field '{family}': expected 'path' or 'single_file' (+ 'config'), or 'demo'")
         if "single_file" in entry:
-            if family != "sdxl":
-                raise BadInput(f"{path}: field '{family}.single_file': only sdxl loads single-file checkpoints")
-            config = str(entry.get("config") or DEFAULT_HUB_IDS["sdxl"])
+            if not families.get(family).single_file:
+                loads = ", ".join(n for n, f in families.FAMILIES.items() if f.single_file)
+                raise BadInput(f"{path}: field '{family}.single_file': only {loads} loads single-file checkpoints")
+            config = str(entry.get("config") or families.get(family).hub_id)
             sources[family] = ModelSource(family, "single_file", os.path.expanduser(str(entry["single_file"])),
                                           config=os.path.expanduser(config), allow_download=allow, origin=str(path))
         elif "path" in entry:
@@ -118,15 +114,6 @@ def resolve_sources(models_file: Path | str | None = None, demo: bool = False) -
         else:
             raise BadInput(f"{path}: field '{family}': needs 'path' or 'single_file'")
     return sources
-
-
-def source_for(family: str, models_file=None, demo: bool = False) -> ModelSource:
-    sources = resolve_sources(models_file, demo)
-    if family not in sources:
-        where = models_file_path(models_file)
-        raise WeightsError(f"no {family} weights configured in {where}; add '{family}: {{path: FOLDER_OR_HUB_ID}}' "
-                           f"there, run `ourvidz models fetch {family}`, or use --demo")
-    return sources[family]
 
 
 def local_dir(ref: str, allow_download: bool, family: str, allow_patterns=None) -> Path:
@@ -157,9 +144,9 @@ def fetch(family: str, models_file=None) -> Path:
     sources = resolve_sources(models_file)
     src = sources.get(family)
     if src is None or src.is_demo:
-        ref, patterns = DEFAULT_HUB_IDS[family], None
+        ref, patterns = families.get(family).hub_id, None
     elif src.kind == "single_file":
-        ref, patterns = src.config, ["*.json", "*.txt", "*.model"]
+        ref, patterns = src.config, SINGLE_FILE_CONFIG
     else:
         ref, patterns = src.path, None
     if not _is_hub_id(ref):
@@ -184,8 +171,9 @@ def status(models_file=None) -> list[dict]:
             else:
                 if src.kind != "single_file":
                     folder = local_dir(src.path, False, family)
-                    if not (folder / MARKER_FILE[family]).is_file():
-                        raise WeightsError(f"{folder} has no {MARKER_FILE[family]}: not a {family} model folder")
+                    marker = families.get(family).marker_file
+                    if not (folder / marker).is_file():
+                        raise WeightsError(f"{folder} has no {marker}: not a {family} model folder")
                 files = [Path(src.path)] if src.kind == "single_file" else list(folder.rglob("*.safetensors"))
                 if src.kind == "single_file":
                     safetensors_header(files[0]) if files[0].is_file() else None
@@ -237,11 +225,12 @@ def token_counter(models_file=None, demo: bool = False):
     """The most exact CLIP token counter available without loading a model."""
     from ourvidz.clip_tokens import best_counter
 
+    clip = next(n for n, f in families.FAMILIES.items() if f.clip_window)  # the family whose tokenizer counts
     try:
-        src = resolve_sources(models_file, demo).get("sdxl")
+        src = resolve_sources(models_file, demo).get(clip)
         if src is not None and not src.is_demo:
             ref = src.config if src.kind == "single_file" else src.path
-            folder = local_dir(ref, False, "sdxl") / "tokenizer"
+            folder = local_dir(ref, False, clip) / "tokenizer"
             if (folder / "vocab.json").is_file():
                 from transformers import CLIPTokenizer
 

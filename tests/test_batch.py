@@ -130,7 +130,7 @@ def test_all_ten_job_types_in_one_process_each_family_loaded_once(tmp_path):
 
 def test_failed_jobs_are_recorded_and_the_others_finish_then_a_rerun_retries_them(tmp_path, monkeypatch):
     import ourvidz.job
-    from ourvidz.pipelines.sdxl import SDXLFamily
+    from ourvidz.families.sdxl.pipeline import SDXLFamily
 
     real_generate, real_save = SDXLFamily.generate, ourvidz.job.save_png
 

@@ -74,7 +74,7 @@ def test_bytes_made_on_the_device_equal_the_processors(dtype):
     from diffusers.image_processor import VaeImageProcessor
     from diffusers.video_processor import VideoProcessor
 
-    from ourvidz.pipelines.base import to_uint8
+    from ourvidz.families.base import to_uint8
 
     x = (torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(0)) * 1.3).to(dtype)
     pil = VaeImageProcessor().postprocess(x, output_type="pil")
@@ -100,7 +100,7 @@ def test_step_cache_wraps_compiled_blocks(monkeypatch):
 
     from ourvidz import speedups
     from ourvidz.model_cache import ModelCache
-    from ourvidz.pipelines.base import GenerationRequest
+    from ourvidz.families.base import GenerationRequest
 
     torch._dynamo.reset()
     monkeypatch.setitem(speedups.COMPILE_OPTIONS, "backend", "eager")

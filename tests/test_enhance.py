@@ -14,7 +14,7 @@ from ourvidz.cli import app
 from ourvidz.enhancement import EnhancementSettings, load_settings
 from ourvidz.errors import BadInput
 from ourvidz.model_cache import ModelCache
-from ourvidz.pipelines.enhance import QwenEnhancer, clean, problem, repeat_ratio
+from ourvidz.families.qwen.enhancer import QwenEnhancer, clean, problem, repeat_ratio
 from ourvidz.plan import plan_job
 from ourvidz.presets import builtin_presets_dir, load_preset
 from ourvidz.weights import ModelSource

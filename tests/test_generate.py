@@ -131,7 +131,7 @@ def test_existing_files_never_overwritten(tmp_path):
 
 
 def test_out_of_memory_keeps_finished_outputs(tmp_path, monkeypatch):
-    from ourvidz.pipelines.wan import WanFamily
+    from ourvidz.families.wan.pipeline import WanFamily
 
     real, calls = WanFamily.generate, []
 
@@ -151,7 +151,7 @@ def test_out_of_memory_keeps_finished_outputs(tmp_path, monkeypatch):
 
 
 def test_interrupt_is_one_line(monkeypatch, tmp_path):
-    from ourvidz.pipelines.wan import WanFamily
+    from ourvidz.families.wan.pipeline import WanFamily
 
     def generate(self, req, on_step=None):
         raise KeyboardInterrupt

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from ourvidz.errors import WeightsError
-from ourvidz.pipelines.base import (
-    FamilyPipeline, GenerationOutput, GenerationRequest, generators, load_component, step_callback, sync, timed,
-    to_uint8,
+from ourvidz.families.base import (
+    FamilyPipeline, GenerationOutput, GenerationRequest, diffusers_folder, generators, load_component, step_callback,
+    sync, timed, to_uint8,
 )
 from ourvidz.weights import ModelSource, identity, local_dir, safetensors_header
 
@@ -52,7 +52,7 @@ class SDXLFamily(FamilyPipeline):
             times["checkpoint"] = time.perf_counter() - t0
             return cls(pipe, device, dtype, times, identity(source))
 
-        folder = source_folder(source)
+        folder = diffusers_folder(source)
         pipe = StableDiffusionXLPipeline(
             unet=load_component(UNet2DConditionModel, folder, "unet", device, dtype, times),
             vae=load_component(AutoencoderKL, folder, "vae", device, dtype, times),
@@ -88,6 +88,12 @@ class SDXLFamily(FamilyPipeline):
                 out.images = self.decode(latents)
         return out
 
+    def plain_call(self, prompt: str, negative: str | None, preset, seeds: list[int]) -> list[Image.Image]:
+        """The job as a plain diffusers script runs it (the bench's reference): PIL images."""
+        return self.pipe(prompt=prompt, negative_prompt=negative, num_images_per_prompt=preset.num_images,
+                         generator=generators(seeds), num_inference_steps=preset.steps,
+                         guidance_scale=preset.guidance, width=preset.width, height=preset.height).images
+
     def decode(self, latents: torch.Tensor):
         """The pipeline's own decode, one image at a time: the same pixels, a sixth of the peak memory."""
         vae = self.pipe.vae
@@ -111,15 +117,3 @@ def _scheduler_config(folder: Path) -> dict:
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler.load_config(folder, subfolder="scheduler")
-
-
-def source_folder(source: ModelSource) -> Path:
-    if source.is_demo:
-        from ourvidz.pipelines.demo import demo_folder
-
-        return demo_folder(source.family)
-    folder = local_dir(source.path, source.allow_download, source.family)
-    if not (folder / "model_index.json").is_file():
-        raise WeightsError(f"{folder} is not a diffusers folder (no model_index.json); "
-                           f"point '{source.family}: path:' at one, or use single_file for a checkpoint")
-    return folder

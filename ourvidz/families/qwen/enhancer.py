@@ -9,7 +9,6 @@ attempt, and after the last one the original prompt is used, with a warning in t
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,9 +17,10 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from ourvidz.enhancement import EnhancementSettings, load_settings
-from ourvidz.errors import BadInput, PromptRefused, WeightsError
-from ourvidz.pipelines.base import module_bytes, sync
+from ourvidz.enhancement import EnhancementSettings
+from ourvidz.errors import BadInput, PromptRefused, WeightsError, one_line
+from ourvidz.families.base import module_bytes, sync
+from ourvidz.families.qwen import FAMILY
 from ourvidz.safety import check_prompt
 from ourvidz.weights import ModelSource, identity, local_dir
 
@@ -131,10 +131,10 @@ class _Limits(StoppingCriteria):
 # ---------------------------------------------------------------- the model
 def source_folder(source: ModelSource) -> Path:
     if source.is_demo:
-        from ourvidz.pipelines.demo import demo_folder
+        from ourvidz.families.builders import demo_folder
 
-        return demo_folder("qwen")
-    folder = local_dir(source.path, source.allow_download, "qwen")
+        return demo_folder(FAMILY.name)
+    folder = local_dir(source.path, source.allow_download, FAMILY.name)
     if not (folder / "config.json").is_file():
         raise WeightsError(f"{folder} is not a transformers model folder (no config.json); point 'qwen: path:' "
                            "at Qwen2.5-7B (a folder or the hub id Qwen/Qwen2.5-7B)")
@@ -142,7 +142,7 @@ def source_folder(source: ModelSource) -> Path:
 
 
 class QwenEnhancer:
-    family = "qwen"
+    family = FAMILY.name
 
     def __init__(self, model, tokenizer, device: torch.device, load_times: dict[str, float], identity: dict,
                  demo: bool = False):
@@ -232,8 +232,6 @@ class QwenEnhancer:
                 torch.cuda.empty_cache()
                 why = "out of GPU memory"
             except Exception as exc:  # noqa: BLE001 - the job goes on with the original prompt
-                from ourvidz.model_cache import one_line
-
                 why = f"error while generating: {one_line(exc)}"
             entry |= {"seconds": time.perf_counter() - t0, "outcome": why or "ok"}
             log.append(entry)
@@ -252,40 +250,3 @@ class QwenEnhancer:
             fallback=fallback, warning=warning, new_tokens=new_tokens, truncated=truncated,
             input_tokens=input_tokens, prompt_tokens=prompt_tokens, attempt_log=log,
             note=DEMO_NOTE if self.demo and not fallback else "")
-
-
-# ---------------------------------------------------------------- `ourvidz enhance`
-@dataclass
-class EnhanceRun:
-    result: EnhancementResult
-    load: dict[str, float]
-    seed: int
-    model: dict[str, Any]
-    demo: bool
-    clip_tokens: int | None = None  # for an SDXL job type: the enhanced prompt's CLIP tokens
-
-
-def enhance_prompt(prompt: str, *, job_type: str | None = None, seed: int | None = None, presets_dir=None,
-                   models=None, demo: bool = False, device: str | None = None, cache=None) -> EnhanceRun:
-    """One prompt through the enhancer, with a job type's settings when one is given."""
-    from ourvidz.model_cache import ModelCache
-    from ourvidz.plan import MAX_SEED, checked_prompt
-    from ourvidz.presets import load_preset
-
-    prompt = checked_prompt(prompt, "enhance")
-    preset = load_preset(job_type, presets_dir) if job_type else None
-    settings = load_settings(presets_dir, preset.enhancement if preset else None, job_type or "")
-    if seed is None:
-        seed = secrets.randbelow(MAX_SEED)
-    elif not 0 <= seed <= MAX_SEED:
-        raise BadInput(f"--seed must be between 0 and {MAX_SEED} (got {seed})")
-    cache = cache or ModelCache(models_file=models, demo=demo, device=device)
-    enhancer, load = cache.get("qwen")
-    result = enhancer.enhance(prompt, seed=seed, settings=settings)
-    check_prompt(result.text, what="enhanced prompt")
-    run = EnhanceRun(result=result, load=load, seed=seed, model=enhancer.identity, demo=cache.is_demo("qwen"))
-    if preset is not None and preset.family == "sdxl":
-        from ourvidz.clip_tokens import best_counter
-
-        run.clip_tokens = best_counter().count(result.text)
-    return run

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ourvidz.pipelines.base import (
-    FamilyPipeline, GenerationOutput, GenerationRequest, generators, load_component, step_callback, timed, to_uint8,
+from ourvidz.families.base import (
+    FamilyPipeline, GenerationOutput, GenerationRequest, diffusers_folder, generators, load_component, step_callback,
+    timed, to_uint8,
 )
-from ourvidz.pipelines.sdxl import source_folder
+from ourvidz.families.wan import FAMILY
 from ourvidz.weights import ModelSource, identity
 
-MAX_TEXT_TOKENS = 512  # WanPipeline.__call__'s default; encode_prompt's own default is 226
+MAX_TEXT_TOKENS = FAMILY.text_window
 
 
 class WanFamily(FamilyPipeline):
@@ -32,7 +33,7 @@ class WanFamily(FamilyPipeline):
         from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
         from transformers import AutoTokenizer, UMT5EncoderModel
 
-        folder = source_folder(source)
+        folder = diffusers_folder(source)
         times: dict[str, float] = {}
         pipe = WanPipeline(
             transformer=load_component(WanTransformer3DModel, folder, "transformer", device, dtype, times),
@@ -97,6 +98,14 @@ class WanFamily(FamilyPipeline):
             if on_step is not None:
                 on_step(i + 1, req.steps)
         return latents
+
+    def plain_call(self, prompt: str, negative: str | None, preset, seeds: list[int]) -> np.ndarray:
+        """The job as a plain diffusers script runs it (the bench's reference): [F, H, W, 3] uint8."""
+        self.set_flow_shift(preset.flow_shift)
+        frames = self.pipe(prompt=prompt, negative_prompt=negative, height=preset.height, width=preset.width,
+                           num_frames=preset.frames, num_inference_steps=preset.steps,
+                           guidance_scale=preset.guidance, generator=generators(seeds[:1])[0]).frames[0]
+        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """The pipeline's own decode (denormalise with the VAE's latent statistics)."""

@@ -1,5 +1,5 @@
 """`ourvidz worker`: production jobs from Redis lists, run with resident models (one ModelCache per
-process, the one generate and batch use). The key layout is in ourvidz.payload.
+process, the one generate and batch use). The key layout is in ourvidz.worker.keys.
 
 Taking: LMOVE from each queue's right end (producers LPUSH) in --queues order, so the first
 listed wins when several have jobs; when all are empty, one BLMOVE per queue, each on its own
@@ -29,67 +29,18 @@ from typing import Callable
 
 import redis
 
-from ourvidz import payload
-from ourvidz.errors import BadInput, OurvidzError, PromptRefused, ServiceError, WeightsError
-from ourvidz.payload import (DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, WORKERS, connect, heartbeat_key, job_key,
-                             processing_key, record, safe_url, text)
+from ourvidz import layout
+from ourvidz.errors import BadInput, OurvidzError, ServiceError, one_line
+from ourvidz.worker import callback, payload
+from ourvidz.worker.keys import DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, WORKERS, heartbeat_key, job_key, processing_key
+from ourvidz.worker.store import connect, record, safe_url, text
+from ourvidz.worker.transitions import FINISH, GIVE_BACK, REAP, START
 
 BLOCK_SECONDS = 30  # a BLMOVE's own limit; waits normally end with a job or CLIENT UNBLOCK
 REDIS_PATIENCE = 300  # how long a worker rides out a Redis outage before exiting
-NON_RETRYABLE = (BadInput, PromptRefused, WeightsError)  # the same job would fail the same way again
-
-# KEYS: job. ARGV: worker, field, value, ... -> the attempt number; -1 if the job is completed, -2
-# if a live worker runs it (both: the producer pushed the same id twice).
-START = """
-local state, owner = unpack(redis.call('HMGET', KEYS[1], 'state', 'worker'))
-if state == 'completed' then return -1 end
-if state == 'running' and owner and redis.call('EXISTS', 'ourvidz:worker:' .. owner) == 1 then return -2 end
-local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1], unpack(ARGV, 2))
-redis.call('PERSIST', KEYS[1])
-return n
-"""
-# KEYS: job, processing, queue. ARGV: worker, attempt, payload, ttl, 'lpush' to retry, field, value, ...
-FINISH = """
-local mine = redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[1], 'attempts') == ARGV[2]
-local removed = redis.call('LREM', KEYS[2], 1, ARGV[3])
-if not mine then return 0 end
-if ARGV[5] == 'lpush' and removed == 1 then redis.call('LPUSH', KEYS[3], ARGV[3]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
-return 1
-"""
-# KEYS: heartbeat, processing, queue. ARGV: force, max attempts, now, reason, ttl.
-# -> nil if the worker is alive (and not forced), else {number requeued, failed payload, ...}.
-REAP = """
-if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local out = {0}
-while true do
-  local raw = redis.call('LPOP', KEYS[2])
-  if not raw then break end
-  local ok, job = pcall(cjson.decode, raw)
-  local id = ok and type(job) == 'table' and (job.id or job.job_id or job.jobId) or nil
-  local key = (type(id) == 'string' or type(id) == 'number') and ('ourvidz:job:' .. tostring(id)) or nil
-  local n = key and tonumber(redis.call('HGET', key, 'attempts') or '0') or 0
-  local why = ARGV[4] .. ' during attempt ' .. n
-  if key and n >= tonumber(ARGV[2]) then
-    redis.call('HSET', key, 'state', 'failed', 'finished_at', ARGV[3], 'progress', '',
-               'error', why .. '; gave up after ' .. n .. ' attempts')
-    if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', key, ARGV[5]) end
-    table.insert(out, raw)
-  else
-    redis.call('RPUSH', KEYS[3], raw)
-    out[1] = out[1] + 1
-    if key then redis.call('HSET', key, 'state', 'queued', 'progress', '', 'error', why .. '; requeued') end
-  end
-end
-return out
-"""
-GIVE_BACK = "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[1]) end"
-
 
 class Worker:
-    def __init__(self, url: str = DEFAULT_URL, *, queues=DEFAULT_QUEUES, out: Path = Path("outputs"), models=None,
+    def __init__(self, url: str = DEFAULT_URL, *, queues=DEFAULT_QUEUES, out: Path = layout.ROOT, models=None,
                  demo: bool = False, device: str | None = None, vram_budget: float | None = None,
                  callback_url: str | None = None, max_jobs: int | None = None, idle_exit: float | None = None,
                  heartbeat_ttl: float = 15, max_attempts: int = 3, presets_dir=None, result_ttl: int = RESULT_TTL,
@@ -249,7 +200,6 @@ class Worker:
     # ---------------------------------------------------------------- running it
     def _handle(self, queue: str, raw: bytes) -> None:
         from ourvidz.job import run_job
-        from ourvidz.model_cache import one_line
         from ourvidz.plan import plan_job
 
         try:
@@ -257,7 +207,7 @@ class Worker:
             job_id = spec.id
         except payload.MalformedJob as exc:
             spec, problem, job_id = None, exc, exc.job_id
-        now, out_dir = time.time(), self.out / job_id
+        now, out_dir = time.time(), layout.worker_job_dir(self.out, job_id)
         fields = {"id": job_id, "queue": queue, "started_at": now, "progress": ""}
         if spec:
             fields |= {"type": spec.job_type, "prompt": spec.prompt[:500], "note": "; ".join(spec.notes),
@@ -282,10 +232,8 @@ class Worker:
                             presets_dir=self.presets_dir, counter=self.counter,
                             demo=self.cache.source(spec.preset.family).is_demo)
             result = run_job(plan, self.cache, self._progress(job_key(job_id)))
-        except NON_RETRYABLE as exc:
-            error = str(exc)
-        except OurvidzError as exc:
-            error, retry = str(exc), attempt < self.max_attempts
+        except OurvidzError as exc:  # the same job would fail the same way again unless retryable
+            error, retry = str(exc), exc.retryable and attempt < self.max_attempts
         except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retried, then recorded
             error, retry = one_line(exc), attempt < self.max_attempts
         finally:
@@ -337,7 +285,7 @@ class Worker:
             return
 
         def send():
-            outcome = payload.post_callback(self.callback_url, payload.callback_body(job_id, status, assets, error))
+            outcome = callback.post_callback(self.callback_url, callback.callback_body(job_id, status, assets, error))
             try:
                 self.r.hset(job_key(job_id), "callback", outcome)
             except redis.RedisError:

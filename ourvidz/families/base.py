@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -29,6 +30,8 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
 
+
+quiet_libraries()  # on import: every pipeline module imports this one first
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,22 @@ def load_component(cls, folder, subfolder: str, device: torch.device, dtype: tor
     sync(device)
     times[subfolder] = time.perf_counter() - t0
     return obj
+
+
+def diffusers_folder(source) -> Path:
+    """A generator family's weights as a local diffusers folder (the demo one for a demo source)."""
+    from ourvidz.errors import WeightsError
+    from ourvidz.weights import local_dir
+
+    if source.is_demo:
+        from ourvidz.families.builders import demo_folder
+
+        return demo_folder(source.family)
+    folder = local_dir(source.path, source.allow_download, source.family)
+    if not (folder / "model_index.json").is_file():
+        raise WeightsError(f"{folder} is not a diffusers folder (no model_index.json); "
+                           f"point '{source.family}: path:' at one, or use single_file for a checkpoint")
+    return folder
 
 
 class FamilyPipeline:

@@ -1,0 +1,30 @@
+"""SDXL: text to image, all of a job's images in one batched call (the production LUSTIFY model)."""
+
+from ourvidz.families.spec import Family
+
+
+def check_preset(preset, rule) -> None:
+    if preset.frames != 1:
+        raise rule("frames", "the sdxl family makes images: frames must be 1")
+
+
+FAMILY = Family(
+    name="sdxl",
+    title="SDXL",
+    role="generator",
+    components=("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+    hub_id="stabilityai/stable-diffusion-xl-base-1.0",
+    marker_file="model_index.json",
+    pipeline="ourvidz.families.sdxl.pipeline:SDXLFamily",
+    demo_builder="ourvidz.families.sdxl.build:build_demo",
+    random_builder="ourvidz.families.sdxl.build:RandomSDXL",
+    single_file=True,
+    queue="sdxl_queue",
+    model_variant="lustify_sdxl",
+    size_multiple=8,  # the VAE downsamples by 8
+    schedulers={"euler": "Euler"},
+    speedups="ourvidz.families.sdxl.speedups:SWITCHES",
+    clip_window=77,
+    multi_image=True,
+    check_preset=check_preset,
+)

@@ -1,0 +1,59 @@
+"""What a model family declares (one Family per folder under families/): the registry's schema.
+
+Light on purpose (no torch, no diffusers): the heavy parts are named as "module:attribute" and
+imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+Role = Literal["generator", "enhancer"]
+
+
+def _resolve(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    title: str  # as people write it, for messages
+    role: Role  # a generator makes the job's images or video; the enhancer rewrites prompts
+    components: tuple[str, ...]  # the parts of its weights, as diffusers/transformers name them
+    hub_id: str  # default weights on the Hugging Face hub (`ourvidz models fetch`)
+    marker_file: str  # a folder of this family's weights holds this file
+    pipeline: str  # "module:Class" with load(source, device, dtype) -> a loaded family object
+    demo_builder: str  # "module:function(folder)" saving the tiny random-weight model there
+    random_builder: str  # "module:Class" whose load() builds the full-size architecture, random weights
+    fetch_patterns: tuple[str, ...] = ()  # the files `models fetch` downloads (empty: all)
+    single_file: bool = False  # whether a single-file checkpoint (A1111 layout) loads
+    queue: str | None = None  # the production Redis list its jobs arrive on
+    model_variant: str | None = None  # the production payload's model_variant
+    size_multiple: int | None = None  # width and height are multiples of this (latent grid)
+    schedulers: dict[str, str] = field(default_factory=dict)  # preset name -> A1111 sampler name
+    speedups: str | None = None  # "module:SWITCHES": switch name -> function(model) -> applied
+    step_cache: bool = False  # the lossy first-block cache (--step-cache) applies
+    clip_window: int | None = None  # the prompt window of a CLIP text encoder, where it has one
+    text_window: int | None = None  # tokens its text encoder reads (UMT5: 512)
+    multi_image: bool = False  # one job makes num_images images
+    frame_step: int | None = None  # video frame counts are frame_step * k + 1 (Wan: 4, its VAE's stride)
+    check_preset: Callable[[Any, Callable[[str, str], Exception]], None] | None = None  # extra preset rules
+
+    def pipeline_class(self):
+        return _resolve(self.pipeline)
+
+    def random_class(self):
+        return _resolve(self.random_builder)
+
+    def build_demo_function(self) -> Callable:
+        return _resolve(self.demo_builder)
+
+    def build_demo(self, folder, **kwargs):
+        return self.build_demo_function()(folder, **kwargs)
+
+    def speedup_switches(self) -> dict[str, Callable]:
+        return _resolve(self.speedups) if self.speedups else {}

@@ -1,0 +1,54 @@
+"""The worker's state changes, each one atomic Lua call on the Redis server: starting an attempt;
+recording a result together with the acknowledgement, only by the worker that holds the job's
+current attempt; putting a dead worker's jobs back on their queues, or failing them once out of
+attempts; handing back a job taken in a race.
+"""
+
+# KEYS: job. ARGV: worker, field, value, ... -> the attempt number; -1 if the job is completed, -2
+# if a live worker runs it (both: the producer pushed the same id twice).
+START = """
+local state, owner = unpack(redis.call('HMGET', KEYS[1], 'state', 'worker'))
+if state == 'completed' then return -1 end
+if state == 'running' and owner and redis.call('EXISTS', 'ourvidz:worker:' .. owner) == 1 then return -2 end
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1], unpack(ARGV, 2))
+redis.call('PERSIST', KEYS[1])
+return n
+"""
+# KEYS: job, processing, queue. ARGV: worker, attempt, payload, ttl, 'lpush' to retry, field, value, ...
+FINISH = """
+local mine = redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[1], 'attempts') == ARGV[2]
+local removed = redis.call('LREM', KEYS[2], 1, ARGV[3])
+if not mine then return 0 end
+if ARGV[5] == 'lpush' and removed == 1 then redis.call('LPUSH', KEYS[3], ARGV[3]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+return 1
+"""
+# KEYS: heartbeat, processing, queue. ARGV: force, max attempts, now, reason, ttl.
+# -> nil if the worker is alive (and not forced), else {number requeued, failed payload, ...}.
+REAP = """
+if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local out = {0}
+while true do
+  local raw = redis.call('LPOP', KEYS[2])
+  if not raw then break end
+  local ok, job = pcall(cjson.decode, raw)
+  local id = ok and type(job) == 'table' and (job.id or job.job_id or job.jobId) or nil
+  local key = (type(id) == 'string' or type(id) == 'number') and ('ourvidz:job:' .. tostring(id)) or nil
+  local n = key and tonumber(redis.call('HGET', key, 'attempts') or '0') or 0
+  local why = ARGV[4] .. ' during attempt ' .. n
+  if key and n >= tonumber(ARGV[2]) then
+    redis.call('HSET', key, 'state', 'failed', 'finished_at', ARGV[3], 'progress', '',
+               'error', why .. '; gave up after ' .. n .. ' attempts')
+    if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', key, ARGV[5]) end
+    table.insert(out, raw)
+  else
+    redis.call('RPUSH', KEYS[3], raw)
+    out[1] = out[1] + 1
+    if key then redis.call('HSET', key, 'state', 'queued', 'progress', '', 'error', why .. '; requeued') end
+  end
+end
+return out
+"""
+GIVE_BACK = "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[1]) end"
