@@ -40,7 +40,7 @@ def plan_units(units: list[Unit], records: dict[str, dict], batch_dir: Path, job
     from ourvidz.errors import PromptRefused
     from ourvidz.plan import plan_job
     from ourvidz.presets import OverrideError, load_preset
-    from ourvidz.weights import resolve_sources, token_counter
+    from ourvidz.families.weights import resolve_sources, token_counter
 
     sources = resolve_sources(models, demo)
     counter = token_counter(models, demo)

@@ -114,7 +114,7 @@ def models_status(ctx: typer.Context, models: ModelsFile = None):
     if ctx.invoked_subcommand:
         return
     from ourvidz.views import models_table
-    from ourvidz.weights import status
+    from ourvidz.families.weights import status
 
     out.print(models_table(status(models)))
 
@@ -123,7 +123,7 @@ def models_status(ctx: typer.Context, models: ModelsFile = None):
 @handled
 def models_fetch(family: Annotated[str, typer.Argument(help="sdxl, wan or qwen")], models: ModelsFile = None):
     """Download a family's weights into the Hugging Face cache (for single-file SDXL: its configs)."""
-    from ourvidz.weights import FAMILIES, fetch
+    from ourvidz.families.weights import FAMILIES, fetch
 
     if family not in FAMILIES:
         raise errors.BadInput(f"unknown family '{family}'; known: {', '.join(FAMILIES)}")
@@ -139,7 +139,7 @@ def negative(job_type: str, prompt: Annotated[str, typer.Argument()] = "", negat
     from ourvidz.presets import load_preset
     from ourvidz.safety import check_prompt
     from ourvidz.views import negative_panel
-    from ourvidz.weights import token_counter
+    from ourvidz.families.weights import token_counter
 
     if prompt:
         check_prompt(prompt)
@@ -312,7 +312,7 @@ def submit(
 ):
     """Check a job, then enqueue it in the production format; prints its id."""
     from ourvidz.plan import plan_job
-    from ourvidz.weights import token_counter
+    from ourvidz.families.weights import token_counter
     from ourvidz.worker import payload, store
 
     plan = plan_job(job_type, prompt, overrides=overrides(steps, guidance, width, height, frames, num_images),

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from ourvidz import yamlio
 from ourvidz.errors import BadInput
 
 
@@ -70,14 +70,8 @@ def find_data_file(name: str, presets_dir: Path | str | None = None) -> Path:
 
 
 def read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BadInput(f"{path}:{where}: malformed YAML: {problem}") from None
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read: {exc.strerror}") from None
+    """The file's document; a one-line BadInput for an unreadable file, malformed YAML, a duplicate
+    key, an alias bomb or nesting too deep (ourvidz.yamlio)."""
+    return yamlio.read_yaml(path)
 
 

@@ -70,7 +70,7 @@ def replay_request(request: Request) -> Request:
 
 
 def make_plans(request: Request) -> list[JobPlan]:
-    from ourvidz.weights import token_counter
+    from ourvidz.families.weights import token_counter
 
     if request.from_metadata:
         request = replay_request(request)
@@ -83,7 +83,7 @@ def make_plans(request: Request) -> list[JobPlan]:
     else:
         prompts = [request.prompt or ""]
     from ourvidz.presets import load_preset
-    from ourvidz.weights import resolve_sources
+    from ourvidz.families.weights import resolve_sources
 
     counter = token_counter(request.models, request.demo)
     family = load_preset(request.job_type, request.presets_dir).family
@@ -114,7 +114,7 @@ def make_plans(request: Request) -> list[JobPlan]:
 
 
 def describe_models(request: Request, plan: JobPlan) -> str:
-    from ourvidz.weights import resolve_sources
+    from ourvidz.families.weights import resolve_sources
 
     sources = resolve_sources(request.models, request.demo)
     needed = [plan.preset.family] + ([families.ENHANCER] if plan.enhance else [])

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ourvidz.errors import BadInput
+from ourvidz.jsonio import loads_bounded
 from ourvidz.overrides import FIELDS as OVERRIDABLE
 from ourvidz.overrides import Overrides
 from ourvidz.plan import MAX_SEED
+from ourvidz.yamlio import load_yaml_text
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 MAX_UNITS = 100_000
@@ -80,33 +81,11 @@ class Unit:
 
 
 def _yaml_lines(text: str, path: Path) -> tuple[Any, dict[tuple, int]]:
-    """The document and the 1-based line of every mapping key and sequence item, by path."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{mark.line + 1}:" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BadInput(f"{path}:{where} malformed YAML: {problem}") from None
-    finally:
-        loader.dispose()
-    lines: dict[tuple, int] = {}
+    """The document and the 1-based line of every mapping key and sequence item, by path.
 
-    def walk(n, at: tuple) -> None:
-        lines.setdefault(at, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                lines[at + (k.value,)] = k.start_mark.line + 1
-                walk(v, at + (k.value,))
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, at + (i,))
-
-    if node is not None:
-        walk(node, ())
-    return data, lines
+    ourvidz.yamlio checks it first: duplicate keys, alias bombs, deep nesting are one-line errors.
+    """
+    return load_yaml_text(text, path, fmt="{name}:{line}: {problem}")
 
 
 def _read_yaml(path: Path, text: str) -> list[tuple[Any, int, dict[tuple, int]]]:
@@ -122,12 +101,11 @@ def _read_yaml(path: Path, text: str) -> list[tuple[Any, int, dict[tuple, int]]]
     if not isinstance(data, list) or not data:
         raise BadInput(f"{path}:{lines.get(prefix, 1)}: expected a list of jobs (each a mapping with job_type and "
                        "prompt), got " + ("nothing" if not data else type(data).__name__))
-    out = []
-    for i, entry in enumerate(data):
-        at = prefix + (i,)
-        sub = {k[len(at):]: v for k, v in lines.items() if k[: len(at)] == at}
-        out.append((entry, lines.get(at, 1), sub))
-    return out
+    subs: dict[int, dict[tuple, int]] = {}  # each job's lines, in one pass (not one pass a job)
+    for k, v in lines.items():
+        if len(k) > len(prefix) and k[: len(prefix)] == prefix and isinstance(k[len(prefix)], int):
+            subs.setdefault(k[len(prefix)], {})[k[len(prefix):][1:]] = v
+    return [(entry, lines.get(prefix + (i,), 1), subs.get(i, {})) for i, entry in enumerate(data)]
 
 
 def _read_jsonl(path: Path, text: str) -> list[tuple[Any, int, dict[tuple, int]]]:
@@ -136,8 +114,8 @@ def _read_jsonl(path: Path, text: str) -> list[tuple[Any, int, dict[tuple, int]]
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
         try:
-            entry = json.loads(raw)
-        except ValueError as exc:
+            entry = loads_bounded(raw, what="the line")
+        except BadInput as exc:  # never RecursionError or MemoryError: a one-line error with the line
             raise BadInput(f"{path}:{no}: malformed JSON: {exc}") from None
         out.append((entry, no, {}))
     if not out:

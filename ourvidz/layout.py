@@ -1,7 +1,8 @@
 """Where outputs go and what they are called: the one place every entry point asks.
 
 A job writes into one folder: its media files (image-NN.png or video.mp4), a JSON sidecar beside
-each, and report.json last. A job counts as finished only once every one of those files exists.
+each, and report.json last. A job counts as finished only once every one of those files exists
+(job_files: what a batch's manifest expects before it marks a job done).
 generate, batch (a folder per job inside the batch folder, with the batch's manifest and summary),
 and the queue worker (a folder per job id) name their folders here.
 """
@@ -31,10 +32,6 @@ def sidecar(name: str) -> str:
 def job_files(media: list[str]) -> list[str]:
     """Every file a finished job holds, relative to its folder: media, sidecars, then the report."""
     return [n for f in media for n in (f, sidecar(f))] + [REPORT]
-
-
-def is_finished(folder: Path, media: list[str]) -> bool:
-    return all((folder / name).is_file() for name in job_files(media))
 
 
 def generate_dir(job_type: str, seed: int, root: Path = ROOT) -> Path:

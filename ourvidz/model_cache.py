@@ -20,7 +20,7 @@ import torch
 from ourvidz import families
 from ourvidz.errors import OurvidzError, OutOfMemory, WeightsError, one_line
 from ourvidz.families.base import default_dtype, resolve_device, sync
-from ourvidz.weights import ModelSource, models_file_path, resolve_sources
+from ourvidz.families.weights import ModelSource, models_file_path, resolve_sources
 
 GB = 1e9
 
@@ -133,7 +133,7 @@ class ModelCache:
 
         path = Path(source.path)
         if source.kind == "hub":  # its files in the local Hugging Face cache, if they are there
-            from ourvidz.weights import local_dir
+            from ourvidz.families.weights import local_dir
 
             try:
                 path = local_dir(source.path, False, source.family)

@@ -17,11 +17,11 @@ import torch
 from ourvidz import families
 
 # The order the bench adds them in for its cumulative ablation table. Measured on an H100
-# (benchmarks/probe-results/h100-2026-11-25.md); left out because they did not pay there:
+# (research/probe-results/h100-2026-11-25.md); left out because they did not pay there:
 # channels_last without compile (slower), fused QKV (neutral), full-graph UNet compile (1.21x
 # but ~107 s of compiling per batch shape), flash/efficient SDPA backends (slower than cuDNN).
 SWITCHES = ("batch_cfg", "vae_layout", "attention_backend", "compile", "compile_resnets", "compile_vae")
-COMPILE_OPTIONS = {"fullgraph": True, "dynamic": False}  # every compiled region: one graph per shape
+from ourvidz.families.base import COMPILE_OPTIONS  # noqa: F401 - every compiled region: one graph per shape
 
 
 @dataclass

@@ -8,11 +8,11 @@ repeats, CUDA events or synchronize + wall clock). Every variant is wrapped in
 try/except; compiled variants run in child processes with a time limit, so a slow or
 broken compile cannot take the whole run down.
 
-    python benchmarks/probe_speedups.py --sections all --budget 540 --out $OUT
-    python benchmarks/probe_speedups.py --tiny          # CPU smoke test, tiny configs
-    python benchmarks/probe_speedups.py --meta-check    # parameter counts of the full configs
+    python research/probe_speedups.py --sections all --budget 540 --out $OUT
+    python research/probe_speedups.py --tiny          # CPU smoke test, tiny configs
+    python research/probe_speedups.py --meta-check    # parameter counts of the full configs
 
-The two device calls of 2026-11-25 (results in benchmarks/probe-results/):
+The two device calls of 2026-11-25 (results in research/probe-results/):
     --sections sdxl_unet,sdxl_pipe,sdxl_vae,child:unet_compile_default,child:unet_compile_ro,child:unet_regional --budget 530
     --sections wan,child:wan_regional_cudnn,wan_vae,umt5,clip,qwen,child:qwen_static,child:unet_regional,child:sdxl_vae_compile,child:wan_full_ro_1f --budget 555
 each preceded by installing the carried wheels (.whl/: diffusers 0.42.1, importlib_metadata, lazy_importer).

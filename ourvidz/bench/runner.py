@@ -120,7 +120,7 @@ class Bench:
 
     def __init__(self, cfg: BenchConfig, log: Callable[[str], None], save: Callable[[dict[str, Any]], None]):
         from ourvidz.report import device_name, versions
-        from ourvidz.weights import token_counter
+        from ourvidz.families.weights import token_counter
 
         self.cfg, self.log, self.save = cfg, log, save
         self.t_start = time.monotonic()

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)
+COMPILE_OPTIONS = {"fullgraph": True, "dynamic": False}  # every compiled region: one graph per shape
 
 
 def quiet_libraries() -> None:
@@ -128,7 +129,7 @@ def load_component(cls, folder, subfolder: str, device: torch.device, dtype: tor
 def diffusers_folder(source) -> Path:
     """A generator family's weights as a local diffusers folder (the demo one for a demo source)."""
     from ourvidz.errors import WeightsError
-    from ourvidz.weights import local_dir
+    from ourvidz.families.weights import local_dir
 
     if source.is_demo:
         from ourvidz.families.builders import demo_folder

@@ -29,7 +29,6 @@ class Family:
     pipeline: str  # "module:Class" with load(source, device, dtype) -> a loaded family object
     demo_builder: str  # "module:function(folder)" saving the tiny random-weight model there
     random_builder: str  # "module:Class" whose load() builds the full-size architecture, random weights
-    fetch_patterns: tuple[str, ...] = ()  # the files `models fetch` downloads (empty: all)
     single_file: bool = False  # whether a single-file checkpoint (A1111 layout) loads
     queue: str | None = None  # the production Redis list its jobs arrive on
     model_variant: str | None = None  # the production payload's model_variant

@@ -31,6 +31,7 @@ import redis
 
 from ourvidz import layout
 from ourvidz.errors import BadInput, OurvidzError, ServiceError, one_line
+from ourvidz.http_post import check_callback_url
 from ourvidz.worker import callback, payload
 from ourvidz.worker.keys import DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, WORKERS, heartbeat_key, job_key, processing_key
 from ourvidz.worker.store import connect, record, safe_url, text
@@ -49,6 +50,8 @@ class Worker:
             raise BadInput("--queues: name at least one queue")
         if heartbeat_ttl < 1 or max_attempts < 1:
             raise BadInput("--heartbeat-ttl and --max-attempts must be at least 1")
+        if callback_url:
+            check_callback_url(callback_url, "--callback-url")  # http(s) only: never file:// or the like
         host = "".join(c if c.isalnum() or c in ".-" else "-" for c in socket.gethostname())
         self.id = f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
         self.url, self.queues, self.out, self.presets_dir = url, list(queues), Path(out), presets_dir
@@ -70,7 +73,7 @@ class Worker:
     def run(self) -> int:
         """Take and run jobs until stopped (signal, --max-jobs, --idle-exit); the number handled."""
         from ourvidz.model_cache import ModelCache
-        from ourvidz.weights import token_counter
+        from ourvidz.families.weights import token_counter
 
         self.connect()
         try:

@@ -28,6 +28,7 @@ from typing import Any
 
 from ourvidz import families
 from ourvidz.errors import BadInput
+from ourvidz.jsonio import loads_bounded, short
 from ourvidz.overrides import Overrides
 from ourvidz.presets import Preset, load_preset
 
@@ -123,10 +124,10 @@ def made_frames(n: int, step: int) -> int:
 def parse(raw: bytes | str, presets_dir=None) -> QueuedJob:
     """A payload -> what plan_job needs. Raises MalformedJob, naming the field, for what cannot run."""
     raw = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedJob(f"the payload is not JSON ({exc}): {raw[:80]!r}", fallback_id(raw)) from None
+    try:  # bounded: size and nesting are checked before parsing, so nothing but BadInput escapes
+        data = loads_bounded(raw, what="the payload")
+    except BadInput as exc:
+        raise MalformedJob(f"{exc}: {short(raw)}", fallback_id(raw)) from None
     if not isinstance(data, dict):
         raise MalformedJob(f"the payload is JSON {type(data).__name__}, not an object", fallback_id(raw))
     job_id = _id_of(data, raw)

@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from ourvidz.errors import BadInput, ServiceError
+from ourvidz.redact import mask_url
 from ourvidz.worker.keys import DEFAULT_QUEUES, WORKERS, heartbeat_key, job_key, processing_key
 
 JSON_FIELDS = ("files", "assets", "timings")
@@ -63,11 +64,8 @@ def describe(rec: dict[str, Any]) -> str:
 
 
 def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    """The URL with every secret masked (user:pass@, ?password=, tokens), for messages."""
+    return mask_url(url)
 
 
 def connect(url: str, **kwargs) -> redis.Redis:

@@ -22,7 +22,7 @@ from ourvidz.errors import BadInput, PromptRefused, WeightsError, one_line
 from ourvidz.families.base import module_bytes, sync
 from ourvidz.families.qwen import FAMILY
 from ourvidz.safety import check_prompt
-from ourvidz.weights import ModelSource, identity, local_dir
+from ourvidz.families.weights import ModelSource, identity, local_dir
 
 DEMO_NOTE = "demo: random weights; the enhanced prompt is noise"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")  # not \t or \n: a blank line is an end marker

@@ -18,7 +18,7 @@ from ourvidz.families.base import (
     FamilyPipeline, GenerationOutput, GenerationRequest, diffusers_folder, generators, load_component, step_callback,
     sync, timed, to_uint8,
 )
-from ourvidz.weights import ModelSource, identity, local_dir, safetensors_header
+from ourvidz.families.weights import ModelSource, identity, local_dir, safetensors_header
 
 
 def scheduler_for(name: str, config):

@@ -15,7 +15,7 @@ from ourvidz.families.base import (
     timed, to_uint8,
 )
 from ourvidz.families.wan import FAMILY
-from ourvidz.weights import ModelSource, identity
+from ourvidz.families.weights import ModelSource, identity
 
 MAX_TEXT_TOKENS = FAMILY.text_window
 

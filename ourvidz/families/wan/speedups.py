@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ourvidz.speedups import COMPILE_OPTIONS
+from ourvidz.families.base import COMPILE_OPTIONS
 
 
 def batch_cfg(model) -> bool:
