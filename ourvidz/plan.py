@@ -113,8 +113,6 @@ def plan_job(
     demo: bool = False,
 ) -> JobPlan:
     prompt = checked_prompt(prompt, "generate")
-    if negative:
-        check_prompt(negative, what="negative prompt")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     preset = load_preset(job_type, presets_dir).with_overrides(overrides)
     resized = None

@@ -192,7 +192,7 @@ def _preset_files(presets_dir: Path | str | None) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for d in search_path(presets_dir):
         for path in sorted(d.glob("*.yaml")):
-            if path.stem in ("negatives", "enhancement"):
+            if path.stem in ("negatives", "enhancement", "safety_terms"):
                 continue
             found.setdefault(path.stem, path)
     return found
