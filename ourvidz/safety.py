@@ -40,8 +40,8 @@ TERMS_FILE = "safety_terms.yaml"
 MINOR_AGE = 18
 _B, _E = r"(?<![a-z0-9])", r"(?![a-z0-9])"  # word edges on folded text
 _SEP = r"[\s_-]+"
-_LEET = {"i": str.maketrans("01345@$7", "oieasast"), "l": str.maketrans("01345@$7", "oleasast")}
-_LEET_TOKEN = re.compile(r"[a-z0-9@$]+")
+_LEET = {"i": str.maketrans("01345@$7!", "oieasasti"), "l": str.maketrans("01345@$7!", "oleasasti")}
+_LEET_TOKEN = re.compile(r"(?:[a-z0-9@$]|!(?=[a-z0-9@$]))+")  # "k!d", not the "!" ending "kids!"
 # A run of 3+ single characters with the same separator each time: "n.u.d.e", "k i d".
 _SPELLED = re.compile(r"(?<![a-z0-9@$])[a-z0-9@$](?:([^a-z0-9@$]{1,3})[a-z0-9@$](?![a-z0-9@$]))(?:\1[a-z0-9@$](?![a-z0-9@$]))+")
 _WORD = re.compile(r"[a-z]{5,}")
