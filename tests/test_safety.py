@@ -124,6 +124,8 @@ SAFE = [
     ("nackte Frau mit Schild", "not a misspelling"),
     ("child-free resort, topless beach", "intent"),
     ("nude art exhibition, not for children", "intent"),
+    ("ballet class for little girls, nude tights", "intent"),
+    ("naked tree branches in winter, children sledding", "intent"),
 ]
 CASES = [(p, True, why) for p, why in UNSAFE] + [(p, False, why) for p, why in SAFE]
 
