@@ -102,8 +102,8 @@ def plan_job(
     demo: bool = False,
 ) -> JobPlan:
     prompt = checked_prompt(prompt, "generate")
-    if negative:
-        check_prompt(negative, what="negative prompt")
+    # The negative prompt is not checked: it says what must NOT appear, so naming minors there
+    # ("child, minor, ...", as the production system's own negative does) protects.
     overrides = overrides or Overrides()
     preset = load_preset(job_type, presets_dir).with_overrides(overrides)
     resized = None
