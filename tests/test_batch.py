@@ -4,6 +4,7 @@ isolation, signals, and resume after a real SIGKILL."""
 import io
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,16 +15,15 @@ import pytest
 import torch
 import yaml
 from rich.console import Console
-from typer.testing import CliRunner
+from conftest import JOB_TYPES, run as cli
 
 from ourvidz import batch as batch_mod
 from ourvidz.batch import MANIFEST, BatchFailed, run_batch, run_order
-from ourvidz.cli import app
 from ourvidz.errors import BadInput, Interrupted, PromptRefused
 
 TINY = {"sdxl": {"steps": 2, "num_images": 2}, "video": {"steps": 2, "frames": 5}, "image": {"steps": 2}}
-ALL_TEN = ["video7b_high_enhanced", "image_fast", "sdxl_image_high", "video_fast", "image7b_fast_enhanced",
-           "sdxl_image_fast", "image_high", "video7b_fast_enhanced", "image7b_high_enhanced", "video_high"]
+# The ten job types in a scrambled file order: the run order must come from the presets' priorities.
+ALL_TEN = random.Random(7).sample(JOB_TYPES, len(JOB_TYPES))
 
 
 def job(job_type, prompt="a lighthouse on a cliff", **extra):
@@ -78,7 +78,7 @@ def test_a_refused_prompt_rejects_the_file_with_exit_3_naming_the_job(tmp_path):
                     "    - a dog\n    - nude teen on a beach\n")
     with pytest.raises(PromptRefused, match=r"jobs.yaml:5: job 2 \(image_fast\): prompt refused"):
         run(path, tmp_path / "out")
-    result = CliRunner().invoke(app, ["batch", str(path), "--demo", "--out", str(tmp_path / "out")])
+    result = cli("batch", str(path), "--demo", "--out", str(tmp_path / "out"))
     assert result.exit_code == 3 and not (tmp_path / "out").exists()
 
 
@@ -93,6 +93,7 @@ def test_order_groups_families_then_qwen_stretches_by_best_priority():
 
 
 # ---------------------------------------------------------------- running
+@pytest.mark.slow
 def test_all_ten_job_types_in_one_process_each_family_loaded_once(tmp_path):
     jobs = [job(t, seed=7) for t in ALL_TEN] + [job("sdxl_image_fast", prompts=["a fox", "a crow"])]
     del jobs[-1]["prompt"]
@@ -213,6 +214,7 @@ def test_sigterm_stops_after_the_current_job_and_a_second_signal_stops_at_once(t
     assert (out / three["out_dir"] / "image-00.png").read_bytes().startswith(b"\x89PNG")  # redone from scratch
 
 
+@pytest.mark.slow
 def test_a_batch_killed_mid_run_resumes_without_redoing_or_losing_a_job(tmp_path):
     prompts = [f"a lighthouse, take {i}" for i in range(12)]
     jobs = [job("image_fast" if i % 3 else "sdxl_image_fast", p) for i, p in enumerate(prompts)]
@@ -263,7 +265,7 @@ def test_a_batch_killed_mid_run_resumes_without_redoing_or_losing_a_job(tmp_path
 def test_a_changed_job_file_or_a_busy_folder_is_refused_and_a_dry_run_loads_nothing(tmp_path, monkeypatch):
     path = write_jobs(tmp_path / "jobs.yaml", [job("image_fast", "a cat"), job("sdxl_image_fast", "a dog")])
     out = tmp_path / "b"
-    result = CliRunner().invoke(app, ["batch", str(path), "--demo", "--out", str(out), "--dry-run"])
+    result = cli("batch", str(path), "--demo", "--out", str(out), "--dry-run")
     assert result.exit_code == 0 and "sdxl_image_fast" in result.output and not out.exists()
     monkeypatch.setattr(batch_mod, "_run", lambda manifest, *a, **k: None)  # plan and write the manifest only
     run(path, out)

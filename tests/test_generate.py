@@ -6,38 +6,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
+from conftest import JOB_TYPES, ok, one_error_line, run
 
-from ourvidz.cli import app
 from ourvidz.outputs import parse_a1111, read_video_info
 from ourvidz.presets import load_preset
 
-runner = CliRunner()
 
-
-def run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result
-
-
-def ok(*args):
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def one_error_line(result, code):
-    assert result.exit_code == code, result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    return errors[0]
-
-
-ALL = ["sdxl_image_fast", "sdxl_image_high", "image_fast", "image_high", "video_fast", "video_high",
-       "image7b_fast_enhanced", "image7b_high_enhanced", "video7b_fast_enhanced", "video7b_high_enhanced"]
-
-
-@pytest.mark.parametrize("job", ALL)
+@pytest.mark.slow
+@pytest.mark.parametrize("job", JOB_TYPES)
 def test_every_job_type_end_to_end(job, tmp_path):
     preset = load_preset(job)
     frames = ["--frames", 9] if preset.is_video else []
@@ -75,7 +51,9 @@ def test_png_parameters_chunk_and_replay(tmp_path):
         "2", "42", "5.5", "64x64", "Euler")
     sidecar = json.loads((tmp_path / "a" / "image-01.json").read_text())
     assert sidecar["seed"] == 42 and sidecar["plan"]["negative_prompt"]["tokens"] <= 77
-    assert sidecar["models"]["sdxl"]["kind"] == "folder" or sidecar["demo"]
+    # a demo run records its weights as the demo models, never as a folder of real weights
+    assert sidecar["demo"] is True and sidecar["label"] == "demo: random weights"
+    assert sidecar["models"]["sdxl"]["kind"] == "demo" and "path" not in sidecar["models"]["sdxl"]
 
     ok("generate", "--from-metadata", tmp_path / "a" / "image-01.png", "--out", tmp_path / "b")
     for name in ("image-00.png", "image-01.png"):
@@ -86,26 +64,6 @@ def test_png_parameters_chunk_and_replay(tmp_path):
     ok("generate", "--from-metadata", tmp_path / "a" / "image-00.json", "--seed", 5, "--out", tmp_path / "c")
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "a" / "image-00.png")),
                               np.asarray(Image.open(tmp_path / "c" / "image-00.png")))
-
-
-def test_load_from_folder_and_single_file(tmp_path):
-    from ourvidz.pipelines.demo import demo_folder, demo_sdxl_single_file
-
-    folder = demo_folder("sdxl")
-    ckpt, config = demo_sdxl_single_file()
-    common = ["sdxl_image_fast", "a red car", "--steps", 2, "--num-images", 1, "--seed", 3, "--width", 64, "--height", 64]
-    (tmp_path / "folder.yaml").write_text(f"sdxl:\n  path: {folder}\n")
-    (tmp_path / "single.yaml").write_text(f"sdxl:\n  single_file: {ckpt}\n  config: {config}\n")
-    ok("generate", *common, "--models", tmp_path / "folder.yaml", "--out", tmp_path / "f")
-    ok("generate", *common, "--models", tmp_path / "single.yaml", "--out", tmp_path / "s")
-    f = json.loads((tmp_path / "f" / "report.json").read_text())
-    s = json.loads((tmp_path / "s" / "report.json").read_text())
-    assert not f["demo"] and not s["demo"]
-    assert f["models"]["sdxl"]["kind"] == "folder" and s["models"]["sdxl"]["kind"] == "single_file"
-    assert "sdxl checkpoint" in s["load"] and "sdxl unet" in f["load"]
-    a = np.asarray(Image.open(tmp_path / "f" / "image-00.png")).astype(int)
-    b = np.asarray(Image.open(tmp_path / "s" / "image-00.png")).astype(int)
-    assert np.abs(a - b).max() <= 1  # same weights through two loaders
 
 
 def test_bad_inputs_one_line(tmp_path):
@@ -170,28 +128,9 @@ def test_dry_run_loads_nothing(tmp_path):
 def test_version_and_presets_cli():
     assert "ourvidz" in ok("--version").output
     listing = ok("presets", "list").output
-    assert all(job in listing for job in ALL)
+    assert all(job in listing for job in JOB_TYPES)
     neg = ok("negative", "sdxl_image_fast", "portrait of a dancer").output
     assert "/ 77 CLIP tokens" in neg
-
-
-def test_models_status_and_fetch_offline(tmp_path, monkeypatch):
-    from ourvidz.pipelines.demo import demo_folder
-
-    (tmp_path / "m.yaml").write_text(f"sdxl:\n  path: {demo_folder('sdxl')}\nwan:\n  path: Wan-AI/Wan2.1-T2V-1.3B-Diffusers\n"
-                                     f"qwen:\n  path: {tmp_path}\n")
-    from ourvidz.weights import status
-
-    assert "sdxl" in ok("models", "--models", tmp_path / "m.yaml").output
-    rows = {r["family"]: r for r in status(tmp_path / "m.yaml")}
-    assert rows["sdxl"]["found"] and rows["sdxl"]["bytes"] > 0 and rows["sdxl"]["configured"].startswith("folder")
-    assert not rows["wan"]["found"] and "not in the local Hugging Face cache" in rows["wan"]["detail"]
-    assert not rows["qwen"]["found"] and "no config.json" in rows["qwen"]["detail"]
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    line = one_error_line(run("models", "fetch", "wan", "--models", tmp_path / "m.yaml"), 4)
-    assert "hub is unreachable" in line
-    assert "nothing to fetch" in one_error_line(run("models", "fetch", "sdxl", "--models", tmp_path / "m.yaml"), 2)
-    assert "unknown family" in one_error_line(run("models", "fetch", "flux"), 2)
 
 
 def test_sidecar_is_complete(tmp_path):
