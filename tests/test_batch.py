@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from rich.console import Console
-from conftest import JOB_TYPES, run as cli
+from conftest import JOB_TYPES, ok, run as cli
 
 from ourvidz import batch as batch_mod
 from ourvidz.batch import MANIFEST, BatchFailed, run_batch, run_order
@@ -129,6 +129,7 @@ def test_all_ten_job_types_in_one_process_each_family_loaded_once(tmp_path):
     assert all(j["attempts"] == 1 for j in manifest(out)["jobs"]) and again.summary["this_run"]["families"] == {}
 
 
+@pytest.mark.slow
 def test_failed_jobs_are_recorded_and_the_others_finish_then_a_rerun_retries_them(tmp_path, monkeypatch):
     import ourvidz.job
     from ourvidz.families.sdxl.pipeline import SDXLFamily
@@ -281,9 +282,7 @@ def test_a_changed_job_file_or_a_busy_folder_is_refused_and_a_dry_run_loads_noth
 def test_generate_prompt_file_shares_the_cache_and_gives_each_prompt_its_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts.txt").write_text("a cat\n# a comment\na dog\n\na bird\n")
-    result = CliRunner().invoke(app, ["generate", "image_fast", "--prompt-file", "prompts.txt", "--seed", "3",
-                                      "--steps", "2", "--demo"])
-    assert result.exit_code == 0, result.output
+    ok("generate", "image_fast", "--prompt-file", "prompts.txt", "--seed", 3, "--steps", 2, "--demo")
     reports = sorted(tmp_path.glob("outputs/image_fast-*-prompts/*/report.json"))
     assert [p.parent.name for p in reports] == ["000", "001", "002"]
     loads = [sum(json.loads(p.read_text())["load"].values()) for p in reports]

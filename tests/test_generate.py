@@ -1,6 +1,7 @@
 """`ourvidz generate` end to end on the demo models (CPU): files, metadata, replay, loading, bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,7 +54,8 @@ def test_png_parameters_chunk_and_replay(tmp_path):
     assert sidecar["seed"] == 42 and sidecar["plan"]["negative_prompt"]["tokens"] <= 77
     # a demo run records its weights as the demo models, never as a folder of real weights
     assert sidecar["demo"] is True and sidecar["label"] == "demo: random weights"
-    assert sidecar["models"]["sdxl"]["kind"] == "demo" and "path" not in sidecar["models"]["sdxl"]
+    sdxl = sidecar["models"]["sdxl"]
+    assert sdxl["kind"] == "demo" and Path(sdxl["local"]).parent.name == "demo"  # the demo cache's folder
 
     ok("generate", "--from-metadata", tmp_path / "a" / "image-01.png", "--out", tmp_path / "b")
     for name in ("image-00.png", "image-01.png"):

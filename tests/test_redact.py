@@ -74,6 +74,7 @@ def test_mask_text_masks_urls_without_being_told_and_leaves_short_secrets():
     assert mask_text("nothing", [None, ""]) == "nothing"
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(user=st.text(alphabet=st.characters(blacklist_characters=":/?#@", blacklist_categories=("Cs",)), max_size=8),
        password=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=4, max_size=16),

@@ -4,6 +4,7 @@ offline on the tiny random models of the families' builders (ourvidz.families.<n
 
 import hashlib
 import importlib.metadata
+import json
 import socket
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def test_missing_clip_package_is_named(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("family", ["sdxl", "wan", "qwen"])
+@pytest.mark.slow
 def test_builders_are_byte_deterministic(tmp_path, family):
     build = BUILDS[family]
     kw = {"clip_vocab": CLIP_VOCAB} if family == "sdxl" else {}
@@ -144,6 +146,7 @@ def test_sdxl_from_pretrained_matches_in_memory(sdxl):
     np.testing.assert_allclose(images, expected, atol=ATOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_sdxl_single_file_roundtrip(sdxl, tmp_path):
     from diffusers import StableDiffusionXLPipeline
     from safetensors import safe_open
@@ -191,6 +194,7 @@ def test_sdxl_byte_vocab_stand_in_runs(tmp_path):
     assert np.isfinite(sdxl_images(pipe, steps=1)).all()
 
 
+@pytest.mark.slow
 def test_demo_folder_is_cached_and_single_file_variant_loads(tmp_path):
     from diffusers import StableDiffusionXLPipeline
 
