@@ -179,5 +179,6 @@ def _notes(record: dict[str, Any]) -> list[str]:
             notes.append(f"sdxl: the {what} is {enc['tokens']} CLIP tokens, embedded whole in {enc['chunks']} chunks "
                          f"of {enc['window']}; the pooled embedding reads its first {enc['window']}")
         if enc["weighted"]:
-            notes.append(f"sdxl: the {what} has {len(enc['weighted'])} weighted fragments")
+            n = len(enc["weighted"])
+            notes.append(f"sdxl: the {what} has {n} weighted fragment{'s' if n > 1 else ''}")
     return notes
