@@ -68,6 +68,7 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Base seed; image i 
 Negative = Annotated[str, typer.Option("--negative", help="Your own negative text; it comes first.")]
 AutoNegative = Annotated[bool, typer.Option("--auto-negative/--no-auto-negative", help="Add the priority-based negative prompt.")]
 Enhance = Annotated[Optional[bool], typer.Option("--enhance/--no-enhance", help="Qwen prompt enhancement (default: the preset's).")]
+Weighting = Annotated[bool, typer.Option("--weighting/--no-weighting", help="SDXL prompt weights: (word:1.3), (word), [word], word++, (word)1.3; --no-weighting reads brackets literally.")]
 
 
 def overrides(steps, guidance, width, height, frames, num_images):
@@ -175,7 +176,7 @@ def generate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved plan; load no model.")] = False,
     steps: Steps = None, guidance: Guidance = None, width: Width = None, height: Height = None,
     frames: Frames = None, num_images: NumImages = None, seed: Seed = None,
-    negative: Negative = "", auto_negative: AutoNegative = True, enhance: Enhance = None,
+    negative: Negative = "", auto_negative: AutoNegative = True, enhance: Enhance = None, weighting: Weighting = True,
     presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
     step_cache: Annotated[Optional[float], typer.Option("--step-cache", help="LOSSY, off by default: Wan first-block cache threshold (e.g. 0.05); skips transformer work on steps that change little.")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="Compile the models (GPU; pays over several jobs). Default: on for a --prompt-file, off for one job.")] = None,
@@ -191,7 +192,7 @@ def generate(
         out_dir=out_dir, overrides=overrides(steps, guidance, width, height, frames, num_images),
         seed=seed, negative=negative, auto_negative=auto_negative, enhance=enhance,
         presets_dir=presets_dir, models=models, demo=demo, device=device, random_weights=random_weights,
-        step_cache=step_cache, compile=compile_,
+        step_cache=step_cache, compile=compile_, weighting=weighting,
     )
     plans = gen.make_plans(request)
     if dry_run:

@@ -100,11 +100,18 @@ def vocab_tokenizer():
     return clip_tokenizer(gz) if gz else None
 
 
+def token_ids(tokenizer, text: str) -> list[int]:
+    """The text's token ids without BOS/EOS, untruncated and without transformers' "Token indices
+    sequence length is longer than the specified maximum sequence length" warning: counting a text
+    longer than the window is the point here (transformers 5's tokenize() does warn)."""
+    return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+
+
 def from_tokenizer(tokenizer, source: str) -> TokenCounter:
     specials = tokenizer.num_special_tokens_to_add()
 
-    def count(text: str) -> int:  # tokenize() does not warn about the model's max length
-        return len(tokenizer.tokenize(text)) + specials
+    def count(text: str) -> int:
+        return len(token_ids(tokenizer, text)) + specials
 
     return TokenCounter(count, source, exact=True)
 

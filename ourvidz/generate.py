@@ -35,6 +35,7 @@ class Request:
     random_weights: bool = False  # full-size architectures, random weights: speed tests only
     step_cache: float | None = None  # lossy opt-in: Wan first-block cache threshold
     compile: bool | None = None  # None: compile only when the request has several jobs
+    weighting: bool = True  # prompt weighting syntax (sdxl); False: the prompt is literal text
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -66,6 +67,7 @@ def replay_request(request: Request) -> Request:
         enhance=request.enhance if request.enhance is not None else plan["enhance"],
         presets_dir=request.presets_dir, models=request.models,
         demo=request.demo or meta.get("demo", False), device=request.device,
+        weighting=plan.get("weighting", True) if request.weighting else False,
     )
 
 
@@ -105,6 +107,7 @@ def make_plans(request: Request) -> list[JobPlan]:
                 request.job_type, prompt, overrides=request.overrides, seed=request.seed,
                 negative=request.negative, auto_negative=request.auto_negative, enhance=request.enhance,
                 out_dir=out_dir, presets_dir=request.presets_dir, counter=counter, demo=demo,
+                weighting=request.weighting,
             ))
         except BadInput as exc:
             if request.prompt_file:

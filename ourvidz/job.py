@@ -73,6 +73,7 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
         "label": DEMO_LABEL if demo else "",
         "plan": plan.to_dict(),
         "prompt_used": prompt,
+        "text_encoding": output.text_encoding,  # per encoder: tokens, window, chunks, truncation, weights
         "enhancement": enhancement,
         "models": models,
         "device": str(cache.device),
@@ -84,7 +85,8 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
 
     total = time.perf_counter() - t_start
     report = build_report(plan, device=cache.device, demo=demo, load=load, phases=phases, total=total,
-                          files=[p.name for p in files], enhancement=enhancement, models=models)
+                          files=[p.name for p in files], enhancement=enhancement, models=models,
+                          text_encoding=output.text_encoding)
     files.append(atomic_replace(plan.out_dir / layout.REPORT, to_json(report)))
     return JobResult(plan=plan, files=files, report=report)
 
@@ -105,7 +107,7 @@ def _generate(plan: JobPlan, prompt: str, pipeline, cache, on_step) -> Generatio
     request = GenerationRequest(
         prompt=prompt, negative_prompt=plan.negative.text, width=preset.width, height=preset.height,
         steps=preset.steps, guidance=preset.guidance, seeds=plan.seeds, frames=preset.frames,
-        flow_shift=preset.flow_shift,
+        flow_shift=preset.flow_shift, weighting=plan.weighting,
     )
     try:
         return pipeline.generate(request, on_step)

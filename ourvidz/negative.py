@@ -4,8 +4,14 @@ The vocabulary and the strategies are data (presets/negatives.yaml); this module
 strategy's `take` list in order. The user's own negative text comes first, then the critical
 terms, then each category; a term already present is skipped. A strategy with a token budget
 (SDXL: CLIP's window) drops a whole category that would not fit and reports it, and "fill"
-adds single terms while room remains. The critical terms are never dropped: if they do not fit
-beside the user's text, that is an error.
+adds single terms while room remains. The critical terms are never dropped.
+
+The user's text is never dropped or refused either: SDXL prompts are embedded in 77-token chunks
+(ourvidz/families/sdxl/prompts.py), so a negative of any length is encoded whole. When the user's
+text and the critical terms fit in one window together, the auto terms share that window with it
+(auto_window "shared": the negative stays one chunk, as it always was); when they do not, the auto
+terms get a window of their own after the user's text (auto_window "own"), with the same budget
+and the same priority order.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class NegativePrompt:
     tokens: int | None = None
     token_budget: int | None = None  # including BOS and EOS
     counted_with: str = ""
+    user_tokens: int | None = None  # the user's text alone, including BOS and EOS
+    auto_window: str | None = None  # "shared" with the user's text, or "own" (after it): see above
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -121,9 +129,21 @@ def build_negative(
 
     parts = [user_text] if user_text else []
     seen = {p.strip().lower() for p in user_text.split(",") if p.strip()}
+    auto_parts: list[str] = []  # what the auto terms add, in order
+    own_window = False
 
-    def fits(candidate: list[str]) -> bool:
-        return budget is None or counter.count(", ".join(candidate)) <= budget + 2
+    def fits(new: list[str]) -> bool:
+        if budget is None:
+            return True
+        candidate = auto_parts + new if own_window else parts + new
+        return counter.count(", ".join(candidate)) <= budget + 2
+
+    if budget is not None:
+        result.user_tokens = counter.count(user_text)
+        if auto and user_text:
+            critical = [t for t in vocab.lists["critical"] if t.lower() not in seen]
+            own_window = not fits(critical)
+        result.auto_window = "own" if own_window else "shared"
 
     if auto:
         fill_labels: dict[str, list[int]] = {}
@@ -137,18 +157,17 @@ def build_negative(
                     if amount != "fill":
                         result.included.append(label)
                     continue
-                if not fits(parts + new):
-                    if source == "critical":
-                        raise BadInput(
-                            f"the negative text is too long: with the critical terms it exceeds "
-                            f"CLIP's {budget + 2}-token window ({strategy}); shorten --negative"
-                        )
+                if not fits(new):
+                    if source == "critical":  # only a vocabulary whose critical list outgrows a window
+                        raise BadInput(f"{vocab.path}: the critical terms exceed the {budget + 2}-token "
+                                       f"window of strategy {strategy}")
                     if amount == "fill":
                         fill_labels.setdefault(source, [0, 0])[1] += 1
                     else:
                         result.dropped.append(label)
                     continue
                 parts += new
+                auto_parts += new
                 seen.update(t.lower() for t in new)
                 if amount == "fill":
                     fill_labels.setdefault(source, [0, 0])[0] += 1
@@ -160,8 +179,6 @@ def build_negative(
                 result.included.append(f"{source} ({taken} of {total} by priority)" if skipped else source)
             if skipped:
                 result.dropped.append(f"{source} ({skipped} of {total}: no room)")
-    elif user_text and not fits(parts):
-        raise BadInput(f"the negative text exceeds CLIP's {budget + 2}-token window ({strategy}); shorten --negative")
 
     result.text = ", ".join(parts)
     if budget is not None:

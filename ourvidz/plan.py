@@ -40,6 +40,7 @@ class JobPlan:
     files: list[str] = field(default_factory=list)  # the media files, named by ourvidz.layout
     demo_resized_from: str | None = None  # "1024x1024" when the demo shrank the preset's size
     enhancement: EnhancementSettings | None = None  # resolved at plan time when enhance is on
+    weighting: bool = True  # prompt weighting syntax, (word:1.3) and word++ (sdxl); False: literal text
 
     @property
     def seeds(self) -> list[int]:
@@ -60,6 +61,7 @@ class JobPlan:
             "seed": self.seed,
             "seeds": self.seeds,
             "enhance": self.enhance,
+            "weighting": self.weighting,
             "overrides": self.overrides,
             "preset": self.preset.model_dump(),
             "out_dir": str(self.out_dir),
@@ -100,6 +102,7 @@ def plan_job(
     presets_dir: Path | str | None = None,
     counter: TokenCounter | None = None,
     demo: bool = False,
+    weighting: bool = True,
 ) -> JobPlan:
     prompt = checked_prompt(prompt, "generate")
     # The negative prompt is not checked: it says what must NOT appear, so naming minors there
@@ -117,6 +120,11 @@ def plan_job(
     elif not 0 <= seed <= MAX_SEED - preset.num_images + 1:
         raise BadInput(f"--seed must be between 0 and {MAX_SEED - preset.num_images + 1} (got {seed})")
     neg = build_negative(preset.negative_strategy, negative, auto=auto_negative, counter=counter)
+    if weighting and families.get(preset.family).clip_window:
+        from ourvidz.weighting import parse
+
+        parse(prompt)  # bad weighting syntax fails here, before any model loads
+        parse(neg.text)
     out_dir = Path(out_dir) if out_dir else layout.generate_dir(job_type, seed)
     files = layout.media_files(preset)
     taken = [f for f in files if (out_dir / f).exists()]
@@ -137,4 +145,5 @@ def plan_job(
         files=files,
         demo_resized_from=resized,
         enhancement=settings,
+        weighting=weighting,
     )

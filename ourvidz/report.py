@@ -41,7 +41,7 @@ def peak_memory_gb(device: torch.device) -> float | None:
 
 def build_report(plan, *, device: torch.device, demo: bool, load: dict[str, float], phases: dict[str, float],
                  total: float, files: list[str], enhancement: dict[str, Any] | None,
-                 models: dict[str, Any]) -> dict[str, Any]:
+                 models: dict[str, Any], text_encoding: dict[str, Any] | None = None) -> dict[str, Any]:
     preset = plan.preset
     outputs = preset.num_images if not preset.is_video else 1
     report: dict[str, Any] = {
@@ -53,6 +53,9 @@ def build_report(plan, *, device: torch.device, demo: bool, load: dict[str, floa
         "models": models,
         "load": load,
         "enhancement": enhancement,
+        # Per text and encoder: tokens, window, chunks, truncation, weights; "notes" says in words
+        # when a text was chunked, weighted or cut (Wan's UMT5 reads 512 tokens).
+        "text_encoding": text_encoding,
         "phases": phases,
         "steps": preset.steps,
         "seconds_per_step": phases.get("denoise", 0.0) / preset.steps,

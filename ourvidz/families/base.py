@@ -46,6 +46,7 @@ class GenerationRequest:
     seeds: list[int]  # one per image (sdxl) or one (wan)
     frames: int = 1
     flow_shift: float | None = None
+    weighting: bool = True  # prompt weighting syntax (sdxl); False: the text is literal
 
 
 @dataclass
@@ -53,6 +54,7 @@ class GenerationOutput:
     images: list[Image.Image] = field(default_factory=list)  # png jobs
     frames: np.ndarray | None = None  # video jobs: [F, H, W, 3] uint8
     phases: dict[str, float] = field(default_factory=dict)  # encode, denoise, decode (seconds)
+    text_encoding: dict | None = None  # per text and encoder: tokens, window, chunks, truncation, weights
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -74,9 +74,15 @@ class SDXLFamily(FamilyPipeline):
         with torch.inference_mode():
             # The text encoders run once per job; the embeddings are repeated for every image.
             with timed(out.phases, "encode", dev):
-                pe, npe, ppe, nppe = pipe.encode_prompt(
-                    req.prompt, device=dev, num_images_per_prompt=len(req.seeds),
-                    do_classifier_free_guidance=req.guidance > 1.0, negative_prompt=req.negative_prompt or None)
+                # --- prompt encoding: long prompts and weights (families/sdxl/prompts.py) ---
+                from ourvidz.families.sdxl.prompts import encode
+
+                enc = encode(pipe, req.prompt, req.negative_prompt, weighting=req.weighting, device=dev,
+                             num_images=len(req.seeds), cfg=req.guidance > 1.0)
+                pe, npe, ppe, nppe = (enc.prompt_embeds, enc.negative_prompt_embeds, enc.pooled_prompt_embeds,
+                                      enc.negative_pooled_prompt_embeds)
+                out.text_encoding = enc.record
+                # --- end of prompt encoding ---
             with timed(out.phases, "denoise", dev):
                 latents = pipe(
                     prompt_embeds=pe, negative_prompt_embeds=npe, pooled_prompt_embeds=ppe,

@@ -55,6 +55,7 @@ class WanFamily(FamilyPipeline):
     def generate(self, req: GenerationRequest, on_step=None) -> GenerationOutput:
         pipe, dev, out = self.pipe, self.device, GenerationOutput()
         self.set_flow_shift(req.flow_shift)
+        out.text_encoding = self.text_record(req)
         with torch.inference_mode():
             with timed(out.phases, "encode", dev):
                 pe, npe = pipe.encode_prompt(
@@ -77,6 +78,28 @@ class WanFamily(FamilyPipeline):
         else:
             out.frames = video
         return out
+
+    def text_record(self, req: GenerationRequest) -> dict:
+        """UMT5 tokens of the prompt and the negative (as WanPipeline cleans and tokenizes them, EOS
+        included) against the encoder's window; past it the pipeline cuts the text, and this says so."""
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+        from ourvidz.clip_tokens import token_ids
+
+        tok = self.pipe.tokenizer
+        record: dict = {"route": "diffusers", "weighting": False, "notes": []}
+        for what, text in (("prompt", req.prompt), ("negative", req.negative_prompt if req.guidance > 1.0 else "")):
+            if not text:
+                record[what] = None
+                continue
+            tokens = len(token_ids(tok, prompt_clean(text))) + tok.num_special_tokens_to_add()
+            cut = tokens > MAX_TEXT_TOKENS
+            record[what] = {"text_encoder": {"tokens": tokens, "window": MAX_TEXT_TOKENS, "chunks": 1,
+                                             "truncated": cut, "weighted": []}}
+            if cut:
+                record["notes"].append(f"wan: the {what} is {tokens} UMT5 tokens; the encoder reads "
+                                       f"{MAX_TEXT_TOKENS}, the last {tokens - MAX_TEXT_TOKENS} are cut")
+        return record
 
     def denoise_batched_cfg(self, req: GenerationRequest, pe, npe, on_step=None) -> torch.Tensor:
         """WanPipeline's denoising loop with both guidance branches in one call (same latents,
