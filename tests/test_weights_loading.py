@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from conftest import ok, one_error_line, run
 
 from ourvidz.clip_tokens import ClipVocabMissing, clip_bpe_path, clip_tokenizer_files
