@@ -47,7 +47,8 @@ def _split(url: str) -> tuple[str, str, str]:
     # password first, when it holds a ':' ("u:pa/ss@host", ":123?@host": unencoded characters
     # that urllib would read as a path or a query). "h:8080/x?mail=a@b" and "u:p@h/to/@me" are
     # masked too much ("h:***@b", "u:***@me"): the safe mistake.
-    if candidate.startswith("[") or (any(c in candidate for c in "/?#") and ":" not in candidate):
+    ipv6_host = candidate.startswith("[") and "]" in candidate  # "[::1]:8080/@me": no userinfo
+    if ipv6_host or (any(c in candidate for c in "/?#") and ":" not in candidate):
         return head, "", rest
     if ":" in candidate:  # a password may hold '@' too ("u:p@ss@host"): up to the last '@' before a query
         stop = min((i for i in (rest.find(c, at) for c in "?#") if i >= 0), default=len(rest))

@@ -34,7 +34,7 @@ from importlib import resources
 from anyascii import anyascii
 
 from ourvidz.errors import PromptRefused
-from ourvidz.presets import builtin_presets_dir, read_yaml
+from ourvidz.datafiles import builtin_presets_dir, read_yaml
 
 TERMS_FILE = "safety_terms.yaml"
 MINOR_AGE = 18
