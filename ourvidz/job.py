@@ -40,7 +40,9 @@ def _model_name(identity: dict[str, Any]) -> str:
     return Path(identity["path"]).name
 
 
-def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = None) -> JobResult:
+def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = None, parallel=None) -> JobResult:
+    """`parallel` (an ourvidz.distributed.ParallelContext): this process is one rank of a job
+    spread over several; every rank calls run_job, rank 0 alone enhances, saves and reports."""
     t_start = time.perf_counter()
     preset = plan.preset
     reset_peak_memory(cache.device)
@@ -49,7 +51,8 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
     prompt, enhancement = plan.prompt, None
     demo = cache.is_demo(preset.family) or (plan.enhance and cache.is_demo("qwen"))
 
-    if plan.enhance:
+    main = parallel is None or parallel.is_main  # multi-rank hook (ourvidz.distributed)
+    if plan.enhance and main:
         enhancer, times = cache.get("qwen")
         load.update({f"qwen {k}": v for k, v in times.items()})
         models["qwen"] = enhancer.identity
@@ -57,6 +60,10 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
         enhancement = result.to_dict()
         prompt = result.text
         check_prompt(prompt, what="enhanced prompt")
+    if parallel is not None:  # multi-rank hook: every rank generates from rank 0's prompt
+        from ourvidz.distributed import share_from_main
+
+        prompt, enhancement = share_from_main(parallel, (prompt, enhancement))
 
     pipeline, times = cache.get(preset.family)
     load.update({f"{preset.family} {k}": v for k, v in times.items()})
@@ -73,7 +80,10 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
         flow_shift=preset.flow_shift,
     )
     try:
-        output = pipeline.generate(request, on_step)
+        if parallel is None:
+            output = pipeline.generate(request, on_step)
+        else:  # multi-rank hook
+            output = pipeline.generate(request, on_step if main else None, parallel=parallel)
     except torch.OutOfMemoryError:
         cache._free_memory()
         raise OutOfMemory(
@@ -88,6 +98,8 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
 
         raise GenerationFailed(f"{plan.job_type} failed while generating: {one_line(exc)}") from None
 
+    if not main:  # multi-rank hook: rank 0 writes the files and the report
+        return JobResult(plan=plan, files=[], report={})
     phases = dict(output.phases)
     models[preset.family] = {**pipeline.identity, "speedups": getattr(pipeline, "speedups_applied", []),
                              "lossy_step_cache": getattr(pipeline, "step_cache", None)}

@@ -1,0 +1,437 @@
+"""One job over N GPUs (or CPU processes) of one host through torch.distributed.
+
+- ParallelPlan: how N ranks share a job. Wan: guidance branches (cfg, 2 when guidance > 1 and N
+  is even) x diffusers context parallelism (Ulysses where the head count divides, ring for the
+  rest). SDXL: the job's images (seeds) split across ranks.
+- launch(n, fn, *args): start N local ranks (spawn), or run in place under torchrun; each rank
+  calls fn(ctx, *args); rank 0's result comes back. A rank that raises or dies ends the job with
+  one GenerationFailed naming it; the others are killed; nothing hangs.
+- wan_generate / sdxl_generate: a family pipeline's generate on N ranks; every rank returns,
+  rank 0 alone gets the outputs (the others get an empty GenerationOutput).
+
+Exactness: the CFG split runs WanPipeline.__call__'s arithmetic (diffusers 0.42.1) with each
+branch's forward on its own rank and the two predictions exchanged by all_gather, so the
+latents are bit-identical to the one-process pipeline's. SDXL ranks run the one-process code on
+their share of the seeds (one CPU generator a seed, as in the one-process run).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from ourvidz.errors import GenerationFailed, OurvidzError
+
+# NVLink multicast (NVLS / symmetric-memory multicast) stays off in every rank: KINDS.md.
+NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
+DEFAULT_TIMEOUT_S = float(os.environ.get("OURVIDZ_DIST_TIMEOUT", 600))  # any one collective
+KILL_GRACE_S = 3.0
+
+
+# ---------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class ParallelPlan:
+    world: int
+    family: str
+    cfg_degree: int = 1  # wan: 2 = the conditional and unconditional branches on different ranks
+    ulysses_degree: int = 1  # wan: diffusers' Ulysses attention (must divide the head count)
+    ring_degree: int = 1  # wan: diffusers' ring attention, for what Ulysses cannot take
+    image_split: int = 1  # sdxl: ranks that share the job's images
+
+    @classmethod
+    def make(cls, n: int, family: str, *, heads: int = 12, guidance: float = 5.0, num_images: int = 6) -> ParallelPlan:
+        if n < 1:
+            raise ValueError(f"--gpus must be at least 1 (got {n})")
+        if family == "sdxl":
+            return cls(n, family, image_split=n)
+        if family != "wan":
+            raise ValueError(f"no multi-GPU plan for the {family} family")
+        cfg = 2 if guidance > 1.0 and n % 2 == 0 else 1
+        cp = n // cfg
+        ulysses = max(d for d in range(1, cp + 1) if cp % d == 0 and heads % d == 0)
+        return cls(n, family, cfg_degree=cfg, ulysses_degree=ulysses, ring_degree=cp // ulysses)
+
+    @property
+    def cp_degree(self) -> int:
+        return self.ulysses_degree * self.ring_degree
+
+    def shares(self, seeds: list[int]) -> list[list[int]]:
+        """sdxl: the seeds of each rank, in order (contiguous, sizes differ by at most one)."""
+        n, k = self.image_split, len(seeds)
+        bounds = [r * k // n for r in range(n + 1)]
+        return [seeds[bounds[r]:bounds[r + 1]] for r in range(n)]
+
+    def describe(self) -> str:
+        if self.family == "sdxl":
+            return f"{self.world} ranks: images split {self.image_split} ways"
+        parts = [f"cfg {self.cfg_degree}", f"ulysses {self.ulysses_degree}", f"ring {self.ring_degree}"]
+        return f"{self.world} ranks: " + " x ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"world": self.world, "family": self.family, "cfg_degree": self.cfg_degree,
+                "ulysses_degree": self.ulysses_degree, "ring_degree": self.ring_degree,
+                "image_split": self.image_split}
+
+
+# ---------------------------------------------------------------- one rank's view
+@dataclass
+class ParallelContext:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    backend: str | None = None  # None: one process, no process group
+    plan: ParallelPlan | None = None  # None: ParallelPlan.make's choice for the job
+    _meshes: dict = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1 and dist.is_initialized()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mesh(self, plan: ParallelPlan):
+        """The (cfg, ring, ulysses) device mesh of a wan plan, built once per shape (a collective:
+        every rank calls it in the same order)."""
+        key = (plan.cfg_degree, plan.ring_degree, plan.ulysses_degree)
+        if key not in self._meshes:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            if plan.world != self.world:
+                raise ValueError(f"plan for {plan.world} ranks, job has {self.world}")
+            self._meshes[key] = init_device_mesh(self.device.type, key, mesh_dim_names=("cfg", "ring", "ulysses"))
+        return self._meshes[key]
+
+
+def torchrun_env() -> bool:
+    return all(v in os.environ for v in TORCHRUN_VARS)
+
+
+def _init_rank(rank: int, world: int, local_rank: int, device_type: str, init_method: str | None,
+               timeout_s: float) -> ParallelContext:
+    os.environ.update(NO_MULTICAST)
+    if device_type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend, extra = "nccl", {"device_id": device}
+    else:
+        device, backend, extra = torch.device("cpu"), "gloo", {}
+        if world > 1:  # the host's cores shared between the ranks, not oversubscribed
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    if world > 1:
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
+                                timeout=timedelta(seconds=timeout_s), **extra)
+    return ParallelContext(rank, world, local_rank, device, backend if world > 1 else None)
+
+
+def _finish_rank(ctx: ParallelContext) -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- the launcher
+def launch(n: int, fn: Callable[..., Any], *args, device_type: str | None = None,
+           timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+    """Run fn(ctx, *args) on n ranks; return rank 0's result.
+
+    Under torchrun (its variables set) this process is one rank: it joins the group and returns
+    its own fn's result. Otherwise n == 1 runs in this process, and n > 1 spawns n processes
+    that rendezvous through a file store; a rank that raises or exits ends the job with
+    GenerationFailed (an OurvidzError a rank raised keeps its class) naming the first rank that
+    failed; the others are terminated and then killed.
+    """
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torchrun_env():
+        ctx = _init_rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]),
+                         device_type, "env://", timeout_s)
+        try:
+            return fn(ctx, *args)
+        finally:
+            _finish_rank(ctx)
+    if device_type == "cuda" and n > torch.cuda.device_count():
+        raise OurvidzError(f"--gpus {n}: only {torch.cuda.device_count()} CUDA GPUs are visible")
+    if n == 1:
+        return fn(_init_rank(0, 1, 0, device_type, None, timeout_s), *args)
+
+    import torch.multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    spawn = mp.get_context("spawn")
+    tmp = tempfile.mkdtemp(prefix="ourvidz-ranks-")
+    init_method = f"file://{tmp}/store"
+    procs = []
+    try:
+        for r in range(n):
+            p = spawn.Process(target=_rank_main, name=f"ourvidz-rank{r}", daemon=True,
+                              args=(r, n, device_type, init_method, timeout_s, tmp, os.getpid(), fn, args))
+            p.start()
+            procs.append(p)
+        pending = {p.sentinel: r for r, p in enumerate(procs)}
+        failures: list[tuple[float, int, str, BaseException | None]] = []
+        while pending and not failures:
+            for s in wait(list(pending)):
+                r = pending.pop(s)
+                procs[r].join()
+                if procs[r].exitcode != 0:
+                    failures.append(_failure(tmp, r, procs[r].exitcode))
+        if failures:
+            # A rank that raised makes its peers fail in their collectives a moment later: wait
+            # briefly, then report the earliest failure (the cause), not the echoes.
+            deadline = time.monotonic() + 1.0
+            while pending and time.monotonic() < deadline:
+                for s in wait(list(pending), timeout=max(0.0, deadline - time.monotonic())):
+                    r = pending.pop(s)
+                    procs[r].join()
+                    if procs[r].exitcode != 0:
+                        failures.append(_failure(tmp, r, procs[r].exitcode))
+            _, r, text, exc = min(failures)
+            if isinstance(exc, OurvidzError):
+                exc.args = (f"rank {r} of {n}: {exc}",)
+                raise exc
+            raise GenerationFailed(f"rank {r} of {n} failed: {text}")
+        with open(os.path.join(tmp, "result-0.pkl"), "rb") as f:
+            return pickle.load(f)
+    finally:
+        _stop(procs)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _failure(tmp: str, rank: int, exitcode: int | None) -> tuple[float, int, str, BaseException | None]:
+    path = os.path.join(tmp, f"error-{rank}.pkl")
+    try:
+        with open(path, "rb") as f:
+            when, text, exc = pickle.load(f)
+        return when, rank, text, exc
+    except (OSError, EOFError, pickle.UnpicklingError):
+        how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+        return time.time(), rank, f"the process died ({how})", None
+
+
+def _stop(procs) -> None:
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + KILL_GRACE_S
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _rank_main(rank, world, device_type, init_method, timeout_s, tmp, parent_pid, fn, args):
+    """A spawned rank: join the group, run fn, leave rank 0's result or this rank's error in tmp."""
+    threading.Thread(target=_orphan_watch, args=(parent_pid,), daemon=True).start()
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    ctx = None
+    try:
+        ctx = _init_rank(rank, world, rank, device_type, init_method, timeout_s)
+        result = fn(ctx, *args)
+        if rank == 0:
+            with open(os.path.join(tmp, "result-0.pkl.part"), "wb") as f:
+                pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(os.path.join(tmp, "result-0.pkl.part"), os.path.join(tmp, "result-0.pkl"))
+        _finish_rank(ctx)
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
+        from ourvidz.model_cache import one_line
+
+        when = time.time()
+        text = str(exc) if isinstance(exc, OurvidzError) else one_line(exc)
+        try:
+            pickle.dumps(exc)
+        except Exception:
+            exc = None
+        with open(os.path.join(tmp, f"error-{rank}.pkl"), "wb") as f:
+            pickle.dump((when, text, exc), f)
+        if os.environ.get("OURVIDZ_DEBUG"):
+            traceback.print_exc()
+        os._exit(1)  # not sys.exit: a wedged collective thread must not keep the process alive
+
+
+def _orphan_watch(parent_pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(3)
+
+
+# ---------------------------------------------------------------- wan
+def enable_context_parallel(transformer, ctx: ParallelContext, plan: ParallelPlan) -> bool:
+    """diffusers' own context parallelism on the (ring, ulysses) dimensions of the plan's mesh;
+    once per transformer. False when the plan has none."""
+    if plan.cp_degree == 1:
+        return False
+    if getattr(transformer, "_ourvidz_cp", None) is not None:
+        if transformer._ourvidz_cp != plan:
+            raise ValueError("the transformer already runs under another parallel plan")
+        return True
+    from diffusers import ContextParallelConfig
+
+    config = ContextParallelConfig(ulysses_degree=plan.ulysses_degree, ring_degree=plan.ring_degree,
+                                   mesh=ctx.mesh(plan))
+    import diffusers
+
+    level = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()  # "experimental feature" warning on every rank
+    try:
+        if ctx.device.type == "cpu" and torch.accelerator.device_count() == 0:
+            # diffusers picks the rank's device as rank % device_count(), which is 0 on a CPU-only
+            # torch; the device it records is unused on the CPU.
+            orig = torch.accelerator.device_count
+            torch.accelerator.device_count = lambda: 1
+            try:
+                transformer.enable_parallelism(config=config)
+            finally:
+                torch.accelerator.device_count = orig
+        else:
+            transformer.enable_parallelism(config=config)
+    finally:
+        diffusers.utils.logging.set_verbosity(level)
+    transformer._ourvidz_cp = plan
+    return True
+
+
+def wan_denoise_cfg_parallel(pipe, pe, npe, *, height: int, width: int, frames: int, steps: int, guidance: float,
+                             generator, cfg_group, cfg_rank: int, on_step=None) -> torch.Tensor:
+    """WanPipeline.__call__'s denoising loop (diffusers 0.42.1, Wan 2.1: one transformer, no
+    expand_timesteps) with the conditional branch on cfg rank 0 and the unconditional one on cfg
+    rank 1; the predictions are exchanged by all_gather and both ranks take the same scheduler
+    step, so both hold the one-process latents."""
+    transformer, device = pipe.transformer, pipe._execution_device
+    if pipe.config.boundary_ratio is not None or pipe.config.expand_timesteps:
+        raise ValueError("the CFG split supports Wan 2.1 text-to-video (one transformer) only")
+    if frames % pipe.vae_scale_factor_temporal != 1:
+        frames = frames // pipe.vae_scale_factor_temporal * pipe.vae_scale_factor_temporal + 1
+    frames = max(frames, 1)
+    dtype = transformer.dtype
+    embeds = (pe if cfg_rank == 0 else npe).to(dtype)
+    pipe.scheduler.set_timesteps(steps, device=device)
+    timesteps = pipe.scheduler.timesteps
+    latents = pipe.prepare_latents(1, transformer.config.in_channels, height, width, frames, torch.float32, device,
+                                   generator, None)
+    pipe.scheduler.set_begin_index(0)
+    branch = "cond" if cfg_rank == 0 else "uncond"
+    for i, t in enumerate(timesteps):
+        latent_model_input = latents.to(dtype)
+        timestep = t.expand(latents.shape[0])
+        cache_kwargs = {"step_index": i, "sigma": float(pipe.scheduler.sigmas[i]), "num_inference_steps": len(timesteps)}
+        with transformer.cache_context(branch, **cache_kwargs):
+            mine = transformer(hidden_states=latent_model_input, timestep=timestep, encoder_hidden_states=embeds,
+                               attention_kwargs=None, return_dict=False)[0]
+        both = [torch.empty_like(mine) for _ in range(2)]
+        dist.all_gather(both, mine.contiguous(), group=cfg_group)
+        noise_pred, noise_uncond = both
+        noise_pred = noise_uncond + guidance * (noise_pred - noise_uncond)
+        latents = pipe.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+        if on_step is not None:
+            on_step(i + 1, steps)
+    return latents
+
+
+def wan_generate(model, req, on_step, ctx: ParallelContext, plan: ParallelPlan):
+    """WanFamily.generate on ctx.world ranks. Rank 0 returns the outputs; the others an empty
+    GenerationOutput (their phases only)."""
+    from PIL import Image
+
+    from ourvidz.pipelines.base import GenerationOutput, generators, step_callback, timed
+
+    pipe, dev, out = model.pipe, model.device, GenerationOutput()
+    model.set_flow_shift(req.flow_shift)
+    enable_context_parallel(pipe.transformer, ctx, plan)
+    on_step = on_step if ctx.is_main else None
+    cfg = plan.cfg_degree == 2 and req.guidance > 1.0
+    with torch.inference_mode():
+        from ourvidz.pipelines.wan import MAX_TEXT_TOKENS
+
+        with timed(out.phases, "encode", dev):
+            pe, npe = pipe.encode_prompt(
+                req.prompt, req.negative_prompt or None, do_classifier_free_guidance=req.guidance > 1.0,
+                max_sequence_length=MAX_TEXT_TOKENS, device=dev)
+        with timed(out.phases, "denoise", dev):
+            gen = generators(req.seeds[:1])[0]
+            if cfg:
+                mesh = ctx.mesh(plan)
+                latents = wan_denoise_cfg_parallel(
+                    pipe, pe, npe, height=req.height, width=req.width, frames=req.frames, steps=req.steps,
+                    guidance=req.guidance, generator=gen, cfg_group=mesh.get_group("cfg"),
+                    cfg_rank=mesh.get_local_rank("cfg"), on_step=on_step)
+            else:  # context parallelism only (or N == 1): the pipeline's own loop on every rank
+                latents = pipe(
+                    prompt_embeds=pe, negative_prompt_embeds=npe, height=req.height, width=req.width,
+                    num_frames=req.frames, num_inference_steps=req.steps, guidance_scale=req.guidance,
+                    generator=gen, output_type="latent", callback_on_step_end=step_callback(on_step, req.steps),
+                ).frames
+        if not ctx.is_main:
+            return out
+        with timed(out.phases, "decode", dev):
+            video = model.decode(latents)
+    if req.frames == 1:
+        out.images = [Image.fromarray(video[0])]
+    else:
+        out.frames = video
+    return out
+
+
+# ---------------------------------------------------------------- sdxl
+def sdxl_generate(model, req, on_step, ctx: ParallelContext, plan: ParallelPlan):
+    """SDXLFamily.generate on ctx.world ranks: each rank makes its share of the images (its seeds,
+    one generator each, as in the one-process run); rank 0 gathers the bytes, in seed order."""
+    import numpy as np
+    from PIL import Image
+
+    from ourvidz.pipelines.base import GenerationOutput
+
+    share = plan.shares(list(req.seeds))[ctx.rank] if ctx.rank < plan.image_split else []
+    if share:
+        mine = model.generate(replace(req, seeds=share), on_step if ctx.is_main else None)
+        payload = ([np.asarray(im) for im in mine.images], mine.phases)
+    else:
+        payload = ([], {})
+    gathered = [None] * ctx.world if ctx.is_main else None
+    dist.gather_object(payload, gathered, dst=0)
+    out = GenerationOutput()
+    if not ctx.is_main:
+        out.phases = payload[1]
+        return out
+    for arrays, phases in gathered:
+        out.images += [Image.fromarray(a) for a in arrays]
+        for k, v in phases.items():  # the slowest rank's time is the job's
+            out.phases[k] = max(out.phases.get(k, 0.0), v)
+    return out
+
+
+def share_from_main(ctx: ParallelContext | None, obj):
+    """rank 0's obj on every rank (e.g. the enhanced prompt, made once on rank 0)."""
+    if ctx is None or not ctx.active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def parallel_generate(model, req, on_step, ctx: ParallelContext, plan: ParallelPlan | None = None):
+    """The family pipelines' hook: generate one request on all ranks of ctx."""
+    plan = plan or ctx.plan
+    if plan is None:
+        heads = getattr(getattr(getattr(model.pipe, "transformer", None), "config", None), "num_attention_heads", 12)
+        plan = ParallelPlan.make(ctx.world, model.family, heads=heads, guidance=req.guidance,
+                                 num_images=len(req.seeds))
+    if model.family == "wan":
+        return wan_generate(model, req, on_step, ctx, plan)
+    if model.family == "sdxl":
+        return sdxl_generate(model, req, on_step, ctx, plan)
+    raise ValueError(f"no multi-GPU generate for the {model.family} family")
