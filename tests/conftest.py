@@ -20,3 +20,7 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("OURVIDZ_MODELS", raising=False)
     monkeypatch.delenv("OURVIDZ_PRESETS", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path_factory.getbasetemp() / "home"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: over ~20 s (multi-rank runs on the CPU); -m 'not slow' skips them")

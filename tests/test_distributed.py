@@ -150,3 +150,46 @@ def test_sdxl_images_split_over_two_ranks(n):
             assert diff.max() == 0
         else:
             assert diff.max() <= 1 and psnr(a, b) > 50
+
+
+@pytest.mark.slow
+def test_wan_ulysses_over_two_ranks_is_exact():
+    """diffusers' own context parallelism (Ulysses all-to-all) runs on gloo with the native
+    attention backend. (Ring attention needs a backend that returns the log-sum-exp, which
+    native SDPA does not: GPU only.)"""
+    req = wan_request(5)
+    ref = one_process("wan", req)
+    plan = ParallelPlan(2, "wan", ulysses_degree=2)
+    arrays, *_ = launch(2, generate_on_ranks, "wan", req, plan, device_type="cpu")
+    assert np.array_equal(arrays[0], ref[0])
+
+
+@pytest.mark.slow
+def test_wan_cfg_times_ulysses_over_four_ranks_is_exact():
+    req = wan_request(5)
+    ref = one_process("wan", req)
+    arrays, *_ = launch(4, generate_on_ranks, "wan", req, ParallelPlan.make(4, "wan", heads=2), device_type="cpu")
+    assert np.array_equal(arrays[0], ref[0])
+
+
+def job_on_ranks(ctx: ParallelContext, job: str, out_dir):
+    from ourvidz.job import run_job
+    from ourvidz.model_cache import ModelCache
+    from ourvidz.plan import plan_job
+
+    torch.set_num_threads(1)
+    plan = plan_job(job, "a lighthouse in a storm", overrides={"steps": 2}, seed=7, out_dir=out_dir, demo=True)
+    result = run_job(plan, ModelCache(demo=True, device="cpu"), parallel=ctx)
+    return [p.name for p in result.files], os.listdir(out_dir) if out_dir.exists() else []
+
+
+def test_run_job_on_two_ranks_rank_zero_writes_the_files(tmp_path):
+    from PIL import Image
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    files1, _ = job_on_ranks(ParallelContext(0, 1, 0, torch.device("cpu")), "image_fast", one)
+    files2, listed = launch(2, job_on_ranks, "image_fast", two, device_type="cpu")
+    assert files1 == files2 and sorted(listed) == sorted(files1) and "report.json" in files2
+    pngs = [f for f in files1 if f.endswith(".png")]
+    assert pngs and all(np.array_equal(np.asarray(Image.open(one / f)), np.asarray(Image.open(two / f)))
+                        for f in pngs)
