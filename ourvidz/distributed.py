@@ -1,18 +1,11 @@
 """One job over N GPUs (or CPU processes) of one host through torch.distributed.
 
-- ParallelPlan: how N ranks share a job. Wan: guidance branches (cfg, 2 when guidance > 1 and N
-  is even) x diffusers context parallelism (Ulysses where the head count divides, ring for the
-  rest). SDXL: the job's images (seeds) split across ranks.
-- launch(n, fn, *args): start N local ranks (spawn), or run in place under torchrun; each rank
-  calls fn(ctx, *args); rank 0's result comes back. A rank that raises or dies ends the job with
-  one GenerationFailed naming it; the others are killed; nothing hangs.
-- wan_generate / sdxl_generate: a family pipeline's generate on N ranks; every rank returns,
-  rank 0 alone gets the outputs (the others get an empty GenerationOutput).
-
-Exactness: the CFG split runs WanPipeline.__call__'s arithmetic (diffusers 0.42.1) with each
-branch's forward on its own rank and the two predictions exchanged by all_gather, so the
-latents are bit-identical to the one-process pipeline's. SDXL ranks run the one-process code on
-their share of the seeds (one CPU generator a seed, as in the one-process run).
+ParallelPlan: Wan = guidance branches on different ranks (cfg 2) x diffusers' context parallelism
+(Ulysses where the head count divides, ring for the rest); SDXL = the images split across ranks.
+launch(n, fn, *args) starts the ranks (or runs under torchrun) and returns rank 0's result; a rank
+that raises or dies ends the job with one error. wan_generate / sdxl_generate run a family's
+generate on N ranks, rank 0 gets the outputs. The CFG split is WanPipeline.__call__'s arithmetic
+(diffusers 0.42.1) with the two predictions exchanged by all_gather: the one-process latents.
 """
 
 from __future__ import annotations
@@ -24,14 +17,14 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
-from ourvidz.errors import GenerationFailed, OurvidzError
+from ourvidz.errors import BadInput, GenerationFailed, OurvidzError
 
 # NVLink multicast (NVLS / symmetric-memory multicast) stays off in every rank: KINDS.md.
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -51,7 +44,7 @@ class ParallelPlan:
     image_split: int = 1  # sdxl: ranks that share the job's images
 
     @classmethod
-    def make(cls, n: int, family: str, *, heads: int = 12, guidance: float = 5.0, num_images: int = 6) -> ParallelPlan:
+    def make(cls, n: int, family: str, *, heads: int = 12, guidance: float = 5.0) -> ParallelPlan:
         if n < 1:
             raise ValueError(f"--gpus must be at least 1 (got {n})")
         if family == "sdxl":
@@ -64,7 +57,7 @@ class ParallelPlan:
         return cls(n, family, cfg_degree=cfg, ulysses_degree=ulysses, ring_degree=cp // ulysses)
 
     @property
-    def cp_degree(self) -> int:
+    def cp_degree(self) -> int:  # context parallelism: ranks that share one forward's tokens
         return self.ulysses_degree * self.ring_degree
 
     def shares(self, seeds: list[int]) -> list[list[int]]:
@@ -76,13 +69,10 @@ class ParallelPlan:
     def describe(self) -> str:
         if self.family == "sdxl":
             return f"{self.world} ranks: images split {self.image_split} ways"
-        parts = [f"cfg {self.cfg_degree}", f"ulysses {self.ulysses_degree}", f"ring {self.ring_degree}"]
-        return f"{self.world} ranks: " + " x ".join(parts)
+        return f"{self.world} ranks: cfg {self.cfg_degree} x ulysses {self.ulysses_degree} x ring {self.ring_degree}"
 
     def to_dict(self) -> dict:
-        return {"world": self.world, "family": self.family, "cfg_degree": self.cfg_degree,
-                "ulysses_degree": self.ulysses_degree, "ring_degree": self.ring_degree,
-                "image_split": self.image_split}
+        return asdict(self)
 
 
 # ---------------------------------------------------------------- one rank's view
@@ -111,14 +101,8 @@ class ParallelContext:
         if key not in self._meshes:
             from torch.distributed.device_mesh import init_device_mesh
 
-            if plan.world != self.world:
-                raise ValueError(f"plan for {plan.world} ranks, job has {self.world}")
             self._meshes[key] = init_device_mesh(self.device.type, key, mesh_dim_names=("cfg", "ring", "ulysses"))
         return self._meshes[key]
-
-
-def torchrun_env() -> bool:
-    return all(v in os.environ for v in TORCHRUN_VARS)
 
 
 def _init_rank(rank: int, world: int, local_rank: int, device_type: str, init_method: str | None,
@@ -138,32 +122,24 @@ def _init_rank(rank: int, world: int, local_rank: int, device_type: str, init_me
     return ParallelContext(rank, world, local_rank, device, backend if world > 1 else None)
 
 
-def _finish_rank(ctx: ParallelContext) -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 # ---------------------------------------------------------------- the launcher
 def launch(n: int, fn: Callable[..., Any], *args, device_type: str | None = None,
            timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
-    """Run fn(ctx, *args) on n ranks; return rank 0's result.
-
-    Under torchrun (its variables set) this process is one rank: it joins the group and returns
-    its own fn's result. Otherwise n == 1 runs in this process, and n > 1 spawns n processes
-    that rendezvous through a file store; a rank that raises or exits ends the job with
-    GenerationFailed (an OurvidzError a rank raised keeps its class) naming the first rank that
-    failed; the others are terminated and then killed.
-    """
+    """Run fn(ctx, *args) on n ranks; return rank 0's result. Under torchrun this process is one
+    rank and returns its own result; n == 1 runs here; n > 1 spawns n ranks (file-store
+    rendezvous). A rank that raises or exits: GenerationFailed naming it (an OurvidzError it
+    raised keeps its class), the other ranks terminated, then killed."""
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torchrun_env():
+    if all(v in os.environ for v in TORCHRUN_VARS):  # torchrun started this process
         ctx = _init_rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]),
                          device_type, "env://", timeout_s)
         try:
             return fn(ctx, *args)
         finally:
-            _finish_rank(ctx)
+            if dist.is_initialized():
+                dist.destroy_process_group()
     if device_type == "cuda" and n > torch.cuda.device_count():
-        raise OurvidzError(f"--gpus {n}: only {torch.cuda.device_count()} CUDA GPUs are visible")
+        raise BadInput(f"--gpus {n}: only {torch.cuda.device_count()} CUDA GPUs are visible")
     if n == 1:
         return fn(_init_rank(0, 1, 0, device_type, None, timeout_s), *args)
 
@@ -181,24 +157,20 @@ def launch(n: int, fn: Callable[..., Any], *args, device_type: str | None = None
             p.start()
             procs.append(p)
         pending = {p.sentinel: r for r, p in enumerate(procs)}
-        failures: list[tuple[float, int, str, BaseException | None]] = []
-        while pending and not failures:
-            for s in wait(list(pending)):
+        failures: list[tuple[int, float, int, str, BaseException | None]] = []
+        deadline = None  # after the first failure: one more second for the other ranks' errors
+        while pending and (deadline is None or time.monotonic() < deadline):
+            for s in wait(list(pending), timeout=None if deadline is None else max(0, deadline - time.monotonic())):
                 r = pending.pop(s)
                 procs[r].join()
                 if procs[r].exitcode != 0:
                     failures.append(_failure(tmp, r, procs[r].exitcode))
+                    deadline = deadline or time.monotonic() + 1.0
         if failures:
-            # A rank that raised makes its peers fail in their collectives a moment later: wait
-            # briefly, then report the earliest failure (the cause), not the echoes.
-            deadline = time.monotonic() + 1.0
-            while pending and time.monotonic() < deadline:
-                for s in wait(list(pending), timeout=max(0.0, deadline - time.monotonic())):
-                    r = pending.pop(s)
-                    procs[r].join()
-                    if procs[r].exitcode != 0:
-                        failures.append(_failure(tmp, r, procs[r].exitcode))
-            _, r, text, exc = min(failures)
+            # A failing rank makes its peers fail in their collectives a moment later: report the
+            # cause, not the echoes. A rank that died silently (killed, os._exit) comes first,
+            # then the earliest exception.
+            _, _, r, text, exc = min(failures)
             if isinstance(exc, OurvidzError):
                 exc.args = (f"rank {r} of {n}: {exc}",)
                 raise exc
@@ -210,21 +182,24 @@ def launch(n: int, fn: Callable[..., Any], *args, device_type: str | None = None
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _failure(tmp: str, rank: int, exitcode: int | None) -> tuple[float, int, str, BaseException | None]:
-    path = os.path.join(tmp, f"error-{rank}.pkl")
+def _failure(tmp: str, rank: int, exitcode: int | None) -> tuple[int, float, int, str, BaseException | None]:
+    """(0 for a silent death else 1, when, rank, message, exception): min() is the cause."""
     try:
-        with open(path, "rb") as f:
-            when, text, exc = pickle.load(f)
-        return when, rank, text, exc
-    except (OSError, EOFError, pickle.UnpicklingError):
+        with open(os.path.join(tmp, f"error-{rank}.pkl"), "rb") as f:
+            when, text, blob = pickle.load(f)
+    except Exception:
         how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
-        return time.time(), rank, f"the process died ({how})", None
+        return 0, time.time(), rank, f"the process died ({how})", None
+    try:
+        exc = pickle.loads(blob) if blob else None
+    except Exception:
+        exc = None
+    return 1, when, rank, text, exc
 
 
 def _stop(procs) -> None:
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
+    for p in [p for p in procs if p.is_alive()]:
+        p.terminate()
     deadline = time.monotonic() + KILL_GRACE_S
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
@@ -237,7 +212,6 @@ def _rank_main(rank, world, device_type, init_method, timeout_s, tmp, parent_pid
     """A spawned rank: join the group, run fn, leave rank 0's result or this rank's error in tmp."""
     threading.Thread(target=_orphan_watch, args=(parent_pid,), daemon=True).start()
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
-    ctx = None
     try:
         ctx = _init_rank(rank, world, rank, device_type, init_method, timeout_s)
         result = fn(ctx, *args)
@@ -245,18 +219,19 @@ def _rank_main(rank, world, device_type, init_method, timeout_s, tmp, parent_pid
             with open(os.path.join(tmp, "result-0.pkl.part"), "wb") as f:
                 pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(os.path.join(tmp, "result-0.pkl.part"), os.path.join(tmp, "result-0.pkl"))
-        _finish_rank(ctx)
+        if dist.is_initialized():
+            dist.destroy_process_group()
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
         from ourvidz.model_cache import one_line
 
         when = time.time()
         text = str(exc) if isinstance(exc, OurvidzError) else one_line(exc)
         try:
-            pickle.dumps(exc)
+            blob = pickle.dumps(exc)
         except Exception:
-            exc = None
+            blob = None
         with open(os.path.join(tmp, f"error-{rank}.pkl"), "wb") as f:
-            pickle.dump((when, text, exc), f)
+            pickle.dump((when, text, blob), f)
         if os.environ.get("OURVIDZ_DEBUG"):
             traceback.print_exc()
         os._exit(1)  # not sys.exit: a wedged collective thread must not keep the process alive
@@ -285,21 +260,16 @@ def enable_context_parallel(transformer, ctx: ParallelContext, plan: ParallelPla
                                    mesh=ctx.mesh(plan))
     import diffusers
 
-    level = diffusers.utils.logging.get_verbosity()
+    level, count = diffusers.utils.logging.get_verbosity(), torch.accelerator.device_count
     diffusers.utils.logging.set_verbosity_error()  # "experimental feature" warning on every rank
+    if ctx.device.type == "cpu" and count() == 0:
+        # diffusers takes the rank's device as rank % device_count(), 0 on a CPU-only torch (and
+        # does not use that device on the CPU).
+        torch.accelerator.device_count = lambda: 1
     try:
-        if ctx.device.type == "cpu" and torch.accelerator.device_count() == 0:
-            # diffusers picks the rank's device as rank % device_count(), which is 0 on a CPU-only
-            # torch; the device it records is unused on the CPU.
-            orig = torch.accelerator.device_count
-            torch.accelerator.device_count = lambda: 1
-            try:
-                transformer.enable_parallelism(config=config)
-            finally:
-                torch.accelerator.device_count = orig
-        else:
-            transformer.enable_parallelism(config=config)
+        transformer.enable_parallelism(config=config)
     finally:
+        torch.accelerator.device_count = count
         diffusers.utils.logging.set_verbosity(level)
     transformer._ourvidz_cp = plan
     return True
@@ -314,9 +284,8 @@ def wan_denoise_cfg_parallel(pipe, pe, npe, *, height: int, width: int, frames: 
     transformer, device = pipe.transformer, pipe._execution_device
     if pipe.config.boundary_ratio is not None or pipe.config.expand_timesteps:
         raise ValueError("the CFG split supports Wan 2.1 text-to-video (one transformer) only")
-    if frames % pipe.vae_scale_factor_temporal != 1:
-        frames = frames // pipe.vae_scale_factor_temporal * pipe.vae_scale_factor_temporal + 1
-    frames = max(frames, 1)
+    k = pipe.vae_scale_factor_temporal
+    frames = max(frames if frames % k == 1 else frames // k * k + 1, 1)  # as the pipeline rounds
     dtype = transformer.dtype
     embeds = (pe if cfg_rank == 0 else npe).to(dtype)
     pipe.scheduler.set_timesteps(steps, device=device)
@@ -348,6 +317,7 @@ def wan_generate(model, req, on_step, ctx: ParallelContext, plan: ParallelPlan):
     from PIL import Image
 
     from ourvidz.pipelines.base import GenerationOutput, generators, step_callback, timed
+    from ourvidz.pipelines.wan import MAX_TEXT_TOKENS
 
     pipe, dev, out = model.pipe, model.device, GenerationOutput()
     model.set_flow_shift(req.flow_shift)
@@ -355,8 +325,6 @@ def wan_generate(model, req, on_step, ctx: ParallelContext, plan: ParallelPlan):
     on_step = on_step if ctx.is_main else None
     cfg = plan.cfg_degree == 2 and req.guidance > 1.0
     with torch.inference_mode():
-        from ourvidz.pipelines.wan import MAX_TEXT_TOKENS
-
         with timed(out.phases, "encode", dev):
             pe, npe = pipe.encode_prompt(
                 req.prompt, req.negative_prompt or None, do_classifier_free_guidance=req.guidance > 1.0,
@@ -396,11 +364,8 @@ def sdxl_generate(model, req, on_step, ctx: ParallelContext, plan: ParallelPlan)
     from ourvidz.pipelines.base import GenerationOutput
 
     share = plan.shares(list(req.seeds))[ctx.rank] if ctx.rank < plan.image_split else []
-    if share:
-        mine = model.generate(replace(req, seeds=share), on_step if ctx.is_main else None)
-        payload = ([np.asarray(im) for im in mine.images], mine.phases)
-    else:
-        payload = ([], {})
+    mine = model.generate(replace(req, seeds=share), on_step if ctx.is_main else None) if share else None
+    payload = ([np.asarray(im) for im in mine.images], mine.phases) if mine else ([], {})
     gathered = [None] * ctx.world if ctx.is_main else None
     dist.gather_object(payload, gathered, dst=0)
     out = GenerationOutput()
@@ -425,13 +390,10 @@ def share_from_main(ctx: ParallelContext | None, obj):
 
 def parallel_generate(model, req, on_step, ctx: ParallelContext, plan: ParallelPlan | None = None):
     """The family pipelines' hook: generate one request on all ranks of ctx."""
-    plan = plan or ctx.plan
-    if plan is None:
-        heads = getattr(getattr(getattr(model.pipe, "transformer", None), "config", None), "num_attention_heads", 12)
-        plan = ParallelPlan.make(ctx.world, model.family, heads=heads, guidance=req.guidance,
-                                 num_images=len(req.seeds))
     if model.family == "wan":
+        heads = model.pipe.transformer.config.num_attention_heads
+        plan = plan or ctx.plan or ParallelPlan.make(ctx.world, "wan", heads=heads, guidance=req.guidance)
         return wan_generate(model, req, on_step, ctx, plan)
     if model.family == "sdxl":
-        return sdxl_generate(model, req, on_step, ctx, plan)
+        return sdxl_generate(model, req, on_step, ctx, plan or ctx.plan or ParallelPlan.make(ctx.world, "sdxl"))
     raise ValueError(f"no multi-GPU generate for the {model.family} family")
