@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ourvidz import __version__, errors
+from ourvidz import __version__, errors, views
 from ourvidz.worker import keys
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -25,9 +25,7 @@ presets_app = typer.Typer(no_args_is_help=True, help="List and show the job type
 models_app = typer.Typer(help="Where each model family's weights are, and fetching them.")
 app.add_typer(presets_app, name="presets")
 app.add_typer(models_app, name="models")
-# Piped output (scripts, logs) gets a wide console rather than rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
-err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 140)
+out, err = views.console(), views.console(stderr=True)
 
 
 def handled(fn):
@@ -68,6 +66,7 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Base seed; image i 
 Negative = Annotated[str, typer.Option("--negative", help="Your own negative text; it comes first.")]
 AutoNegative = Annotated[bool, typer.Option("--auto-negative/--no-auto-negative", help="Add the priority-based negative prompt.")]
 Enhance = Annotated[Optional[bool], typer.Option("--enhance/--no-enhance", help="Qwen prompt enhancement (default: the preset's).")]
+Gpus = Annotated[int, typer.Option("--gpus", min=1, help="Spread each job over this many GPUs of this host (torch.distributed; with --device cpu: that many CPU processes).")]
 Weighting = Annotated[bool, typer.Option("--weighting/--no-weighting", help="SDXL prompt weights: (word:1.3), (word), [word], word++, (word)1.3; --no-weighting reads brackets literally.")]
 
 
@@ -181,11 +180,11 @@ def generate(
     step_cache: Annotated[Optional[float], typer.Option("--step-cache", help="LOSSY, off by default: Wan first-block cache threshold (e.g. 0.05); skips transformer work on steps that change little.")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="Compile the models (GPU; pays over several jobs). Default: on for a --prompt-file, off for one job.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", hidden=True, help="Full-size architectures with random weights (speed tests; outputs are noise).")] = False,
+    gpus: Gpus = 1,
 ):
     """Generate images or a video for one job type."""
     from ourvidz import generate as gen
-    from ourvidz.job import run_job
-    from ourvidz.views import plan_panel, print_result, step_progress
+    from ourvidz.views import plan_panel
 
     request = gen.Request(
         job_type=job_type, prompt=prompt, prompt_file=prompt_file, from_metadata=from_metadata,
@@ -199,15 +198,7 @@ def generate(
         for plan in plans:
             out.print(plan_panel(plan, gen.describe_models(request, plan)))
         return
-    cache = gen.cache_for(request, jobs=len(plans))
-    if cache.demo:
-        why = "--demo" if demo else "no models file"
-        err.print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo models; "
-                  "see `ourvidz models`)")
-    for plan in plans:
-        with step_progress(out, plan.job_type) as on_step:
-            result = run_job(plan, cache, on_step)
-        print_result(out, result)
+    gen.run(request, plans, gpus)
 
 
 @app.command()

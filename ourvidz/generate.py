@@ -6,6 +6,7 @@ only turns the command line (or a replayed sidecar, or a prompt file) into plans
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,14 +125,41 @@ def describe_models(request: Request, plan: JobPlan) -> str:
     return "; ".join(f"{f}: {sources[f].describe()}" if f in sources else f"{f}: not configured" for f in needed)
 
 
-def cache_for(request: Request, jobs: int = 1):
-    """One cache for the request's jobs; compiling is for runs of several jobs (or --compile)."""
+def cache_for(request: Request, jobs: int = 1, device: str | None = None):
+    """One cache for the request's jobs; compiling is for runs of several jobs (or --compile).
+    `device` (a rank's GPU under --gpus) replaces the request's."""
     from ourvidz.families.base import resolve_device
     from ourvidz.model_cache import ModelCache
     from ourvidz.speedups import Speedups
 
+    device = device or request.device
     compile_ = request.compile if request.compile is not None else jobs > 1
-    speedups = Speedups.for_device(resolve_device(request.device), long_lived=compile_)
+    speedups = Speedups.for_device(resolve_device(device), long_lived=compile_)
     return ModelCache(models_file=None if request.random_weights else request.models, demo=request.demo,
-                      device=request.device, random_weights=request.random_weights, step_cache=request.step_cache,
+                      device=device, random_weights=request.random_weights, step_cache=request.step_cache,
                       speedups=speedups)
+
+
+def run(request: Request, plans: list[JobPlan], gpus: int = 1) -> list:
+    """The plans, models loaded once, each job on `gpus` GPUs of this host (ourvidz.ranks); each
+    job's progress and result shown as it ends. The results of rank 0."""
+    from ourvidz.ranks import on_ranks
+
+    why = "--demo" if request.demo else "no models file"
+    return on_ranks(gpus, _run_plans, functools.partial(cache_for, request, len(plans)), plans, why,
+                    device=request.device)
+
+
+def _run_plans(runner, cache, plans: list[JobPlan], why: str) -> list:
+    from ourvidz.views import console, print_result, step_progress
+
+    out = console()
+    if cache.demo:
+        console(stderr=True).print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo "
+                                   "models; see `ourvidz models`)")
+    results = []
+    for plan in plans:
+        with step_progress(out, plan.job_type) as on_step:
+            results.append(runner(plan, cache, on_step))
+        print_result(out, results[-1])
+    return results

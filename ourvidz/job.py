@@ -39,7 +39,10 @@ def _model_name(identity: dict[str, Any]) -> str:
     return Path(identity["path"]).name
 
 
-def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = None) -> JobResult:
+def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = None,
+            parallel=None) -> JobResult:
+    """`parallel` (an ourvidz.distributed.ParallelContext) spreads the job over the ranks of one
+    host: every rank runs this with the same plan; rank 0 alone enhances and writes the files."""
     t_start = time.perf_counter()
     preset = plan.preset
     reset_peak_memory(cache.device)
@@ -47,9 +50,14 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
     models: dict[str, Any] = {}
     demo = cache.is_demo(preset.family) or (plan.enhance and cache.is_demo(families.ENHANCER))
 
+    main = parallel is None or parallel.is_main
     prompt, enhancement = plan.prompt, None
-    if plan.enhance:
+    if plan.enhance and main:
         prompt, enhancement = _enhance(plan, cache, load, models)
+    if parallel is not None:  # every rank generates from rank 0's prompt
+        from ourvidz.distributed import share_from_main
+
+        prompt, enhancement = share_from_main(parallel, (prompt, enhancement))
 
     pipeline, times = cache.get(preset.family)
     load.update({f"{preset.family} {k}": v for k, v in times.items()})
@@ -61,7 +69,9 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
 
         tokens = best_counter(getattr(pipeline, "tokenizer", None)).count(prompt)
         enhancement |= {"clip_tokens": tokens, "clip_window": clip_window, "clip_truncated": tokens > clip_window}
-    output = _generate(plan, prompt, pipeline, cache, on_step)
+    output = _generate(plan, prompt, pipeline, cache, on_step if main else None, parallel)
+    if not main:  # rank 0 writes the files and the report
+        return JobResult(plan=plan, files=[], report={})
     phases = dict(output.phases)
     models[preset.family] = {**pipeline.identity, "speedups": getattr(pipeline, "speedups_applied", []),
                              "lossy_step_cache": getattr(pipeline, "step_cache", None)}
@@ -101,7 +111,7 @@ def _enhance(plan: JobPlan, cache, load: dict, models: dict) -> tuple[str, dict[
     return result.text, result.to_dict()
 
 
-def _generate(plan: JobPlan, prompt: str, pipeline, cache, on_step) -> GenerationOutput:
+def _generate(plan: JobPlan, prompt: str, pipeline, cache, on_step, parallel=None) -> GenerationOutput:
     """The family's pipeline on the plan; out of memory and library failures become one-line errors."""
     preset = plan.preset
     request = GenerationRequest(
@@ -110,6 +120,8 @@ def _generate(plan: JobPlan, prompt: str, pipeline, cache, on_step) -> Generatio
         flow_shift=preset.flow_shift, weighting=plan.weighting,
     )
     try:
+        if parallel is not None:
+            return pipeline.generate(request, on_step, parallel=parallel)
         return pipeline.generate(request, on_step)
     except torch.OutOfMemoryError:
         cache._free_memory()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +18,13 @@ from rich.table import Table
 from rich.text import Text
 
 DEMO_LABEL = "demo: random weights"
+
+
+def console(stderr: bool = False) -> Console:
+    """A console as the CLI's: piped output (scripts, logs) gets a wide one rather than rich's
+    80-column default."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() or os.environ.get("COLUMNS") else 140)
 
 
 def presets_table(presets) -> Table:

@@ -39,6 +39,8 @@ class Family:
     clip_window: int | None = None  # the prompt window of a CLIP text encoder, where it has one
     text_window: int | None = None  # tokens its text encoder reads (UMT5: 512)
     multi_image: bool = False  # one job makes num_images images
+    parallel_split: str | None = None  # one job on N ranks: "images" or "guidance_context" (ourvidz.distributed)
+    parallel_generate: str | None = None  # "module:function(model, req, on_step, ctx, plan)" for it
     frame_step: int | None = None  # video frame counts are frame_step * k + 1 (Wan: 4, its VAE's stride)
     check_preset: Callable[[Any, Callable[[str, str], Exception]], None] | None = None  # extra preset rules
 
@@ -53,6 +55,9 @@ class Family:
 
     def build_demo(self, folder, **kwargs):
         return self.build_demo_function()(folder, **kwargs)
+
+    def parallel_generate_function(self) -> Callable:
+        return _resolve(self.parallel_generate)
 
     def speedup_switches(self) -> dict[str, Callable]:
         return _resolve(self.speedups) if self.speedups else {}

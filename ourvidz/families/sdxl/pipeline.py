@@ -69,7 +69,11 @@ class SDXLFamily(FamilyPipeline):
     def tokenizer(self):
         return self.pipe.tokenizer
 
-    def generate(self, req: GenerationRequest, on_step=None) -> GenerationOutput:
+    def generate(self, req: GenerationRequest, on_step=None, parallel=None) -> GenerationOutput:
+        if parallel is not None and parallel.world > 1:  # one job on N ranks: ourvidz.distributed
+            from ourvidz.distributed import parallel_generate
+
+            return parallel_generate(self, req, on_step, parallel)
         pipe, dev, out = self.pipe, self.device, GenerationOutput()
         with torch.inference_mode():
             # The text encoders run once per job; the embeddings are repeated for every image.

@@ -33,5 +33,7 @@ FAMILY = Family(
     step_cache=True,
     frame_step=FRAME_STEP,
     text_window=512,  # WanPipeline.__call__'s default; encode_prompt's own default is 226
+    parallel_split="guidance_context",
+    parallel_generate="ourvidz.families.wan.parallel:generate",
     check_preset=check_preset,
 )

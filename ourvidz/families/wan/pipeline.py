@@ -52,7 +52,11 @@ class WanFamily(FamilyPipeline):
             self.pipe.scheduler = UniPCMultistepScheduler.from_config(
                 sched.config, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift)
 
-    def generate(self, req: GenerationRequest, on_step=None) -> GenerationOutput:
+    def generate(self, req: GenerationRequest, on_step=None, parallel=None) -> GenerationOutput:
+        if parallel is not None and parallel.world > 1:  # one job on N ranks: ourvidz.distributed
+            from ourvidz.distributed import parallel_generate
+
+            return parallel_generate(self, req, on_step, parallel)
         pipe, dev, out = self.pipe, self.device, GenerationOutput()
         self.set_flow_shift(req.flow_shift)
         out.text_encoding = self.text_record(req)
