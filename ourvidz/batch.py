@@ -8,6 +8,7 @@ family to avoid switches (see run_order). A failed job is recorded and the batch
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -180,7 +181,7 @@ class Outcome:
 
 def run_batch(job_file: Path | str, out_dir: Path | None = None, *, keep_order: bool = False,
               vram_budget: float | None = None, models=None, demo: bool = False, device: str | None = None,
-              presets_dir=None, console=None, dry_run: bool = False, cache=None) -> Outcome:
+              presets_dir=None, console=None, dry_run: bool = False, cache=None, gpus: int = 1) -> Outcome:
     from rich.console import Console
 
     console = console or Console()
@@ -241,18 +242,29 @@ def run_batch(job_file: Path | str, out_dir: Path | None = None, *, keep_order: 
         run = {"started": now(), "pid": os.getpid(), "finished": None, "outcome": "running", "families": {}}
         manifest.data["runs"].append(run)
         manifest.save()
-        return _run(manifest, order, plans, batch_dir, run, console, cache or _cache(models, demo, device, vram_budget))
+        if gpus == 1:
+            from ourvidz.job import run_job
+
+            return _run(run_job, cache or _cache(models, demo, vram_budget, device), manifest, order, plans,
+                        batch_dir, run, console)
+        # Each job on `gpus` GPUs: this process keeps the lock; rank 0 runs the batch as above.
+        from ourvidz.ranks import on_ranks
+
+        return on_ranks(gpus, _run, functools.partial(_cache, models, demo, vram_budget), manifest, order, plans,
+                        batch_dir, run, None, device=device)
 
 
-def _cache(models, demo, device, vram_budget):
+def _cache(models, demo, vram_budget, device):
     from ourvidz.model_cache import ModelCache
 
     return ModelCache(models_file=models, demo=demo, device=device, vram_budget_gb=vram_budget)
 
 
-def _run(manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, run: dict, console, cache) -> Outcome:
-    from ourvidz.job import run_job
-    from ourvidz.views import BatchProgress, batch_summary_tables
+def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, run: dict,
+         console) -> Outcome:
+    from ourvidz.views import BatchProgress, batch_summary_tables, console as new_console
+
+    console = console or new_console()
 
     t_start = time.perf_counter()
     rates = Rates()
@@ -282,7 +294,7 @@ def _run(manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, ru
                 avoided0 = sum(s["avoided_seconds"] for s in cache.stats.values())
                 t0 = time.perf_counter()
                 try:
-                    result = run_job(plan, cache, progress.job(f"[{done + i + 1}/{total}] {rec['job_type']}"))
+                    result = runner(plan, cache, progress.job(f"[{done + i + 1}/{total}] {rec['job_type']}"))
                 except OurvidzError as exc:
                     failure = (str(exc), exc.exit_code, type(exc).__name__)
                 except Exception as exc:  # a bug in one job must not end the night's batch

@@ -215,8 +215,12 @@ def bench(
     step_cache: Annotated[Optional[float], typer.Option("--step-cache", help="Also time the LOSSY first-block cache at this threshold on the wan jobs, with its PSNR against the exact output.")] = None,
     deadline: Annotated[Optional[float], typer.Option("--deadline", help="Seconds after which jobs not yet started are skipped (results so far are kept).")] = None,
     cold_start: Annotated[Optional[str], typer.Option("--cold-start", help="Comma-separated job types to time from process start to files on disk (compile cache warmed by a first run).")] = None,
+    gpus: Annotated[str, typer.Option("--gpus", help="Comma-separated GPU counts for ourvidz, e.g. 1,2: each job runs on each count, plain diffusers on one GPU beside it.")] = "1",
 ):
     """Time every job type through ourvidz and through plain diffusers in the same process."""
+    import functools
+    import json
+
     from ourvidz.bench.runner import BenchConfig, run_bench
     from ourvidz.bench.tables import markdown, write
     from ourvidz.families.base import resolve_device
@@ -230,20 +234,29 @@ def bench(
     if ablation is None:
         ablation = "sdxl_image_fast,image_fast" if on_gpu else "none"
     jobs = job_types or sorted(all_job_types())
-    cfg = BenchConfig(job_types=jobs, runs=runs, video_runs=video_runs, weights=weights, device=device,
-                      models_file=models, ablation=[] if ablation == "none" else [a for a in ablation.split(",") if a in jobs],
-                      overrides=Overrides(steps=steps, frames=frames, num_images=num_images),
-                      deadline_s=deadline, step_cache=step_cache)
-    log = lambda line: out.print(line, highlight=False)  # noqa: E731
-    results = run_bench(cfg, log=log, save=lambda r: write(r, out_dir)) if jobs != ["none"] else {}
+    try:
+        counts = [int(g) for g in gpus.split(",") if g.strip()]
+    except ValueError:
+        raise errors.BadInput(f"--gpus takes GPU counts like 1,2 (got {gpus!r})") from None
+    if not counts or min(counts) < 1:
+        raise errors.BadInput(f"--gpus takes GPU counts of at least 1 (got {gpus!r})")
+    log = functools.partial(print, flush=True)  # ranks print too: plain lines, picklable
+    save = functools.partial(write, out_dir=out_dir)
+    results: dict = {}
+    for n in counts if jobs != ["none"] else []:
+        cfg = BenchConfig(job_types=jobs, runs=runs, video_runs=video_runs, weights=weights, device=device,
+                          models_file=models, ablation=[] if ablation == "none" else [a for a in ablation.split(",") if a in jobs],
+                          overrides=Overrides(steps=steps, frames=frames, num_images=num_images),
+                          deadline_s=deadline, step_cache=step_cache, gpus=n)
+        results = run_bench(cfg, log=log, save=save)
     if cold_start:
         from ourvidz.bench.runner import cold_starts
 
-        results = cold_starts(results, cold_start.split(","), weights, device, models, log,
-                              save=lambda r: write(r, out_dir))
-    for path in write(results, out_dir):
+        results = cold_starts(results, cold_start.split(","), weights, device, models, log, save=save)
+    paths = write(results, out_dir)  # merged with this date's earlier calls on the same card
+    for path in paths:
         out.print(f"wrote {path}")
-    out.print(markdown(results), highlight=False)
+    out.print(markdown(json.loads(paths[0].read_text())), highlight=False)
 
 
 @app.command()
@@ -255,12 +268,13 @@ def batch(
     vram_budget: Annotated[Optional[float], typer.Option("--vram-budget", help="GB of GPU memory resident models may use (default 90% of the card).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the file and print the run order; load no model.")] = False,
     presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
+    gpus: Gpus = 1,
 ):
     """Run a file of jobs in one process, models loaded once; run it again to resume."""
     from ourvidz.batch import run_batch
 
     outcome = run_batch(job_file, out_dir, keep_order=keep_order, vram_budget=vram_budget, models=models, demo=demo,
-                        device=device, presets_dir=presets_dir, console=out, dry_run=dry_run)
+                        device=device, presets_dir=presets_dir, console=out, dry_run=dry_run, gpus=gpus)
     if not dry_run:
         outcome.raise_for_status()
 
@@ -281,14 +295,19 @@ def worker(
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Attempts per job before it is failed with its last error.")] = 3,
     vram_budget: Annotated[Optional[float], typer.Option("--vram-budget", help="GB of GPU memory resident models may use (default 90% of the card).")] = None,
     presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
+    gpus: Gpus = 1,
 ):
     """Take jobs from Redis queues (the production format) and run them with resident models."""
-    from ourvidz.worker.loop import Worker
+    from ourvidz.worker.loop import Worker, run_on_ranks, stderr_line
 
-    Worker(redis_url, queues=[q.strip() for q in queues.split(",") if q.strip()], out=out_dir, models=models, demo=demo,
-           device=device, vram_budget=vram_budget, callback_url=callback_url, max_jobs=max_jobs, idle_exit=idle_exit,
-           heartbeat_ttl=heartbeat_ttl, max_attempts=max_attempts, presets_dir=presets_dir,
-           log=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True)).run()
+    args = dict(url=redis_url, queues=[q.strip() for q in queues.split(",") if q.strip()], out=out_dir, models=models,
+                demo=demo, device=device, vram_budget=vram_budget, callback_url=callback_url, max_jobs=max_jobs,
+                idle_exit=idle_exit, heartbeat_ttl=heartbeat_ttl, max_attempts=max_attempts, presets_dir=presets_dir,
+                log=stderr_line)
+    if gpus > 1:
+        run_on_ranks(gpus, args)
+    else:
+        Worker(**args).run()
 
 
 @app.command()

@@ -221,3 +221,19 @@ def test_under_torchrun_each_process_is_one_rank(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "result (0, 2, 3.0, '0')" in proc.stdout and "result (1, 2, 3.0, '0')" in proc.stdout
+
+
+@pytest.mark.slow
+def test_generate_gpus_2_on_the_cpu_gives_the_one_process_pixels(tmp_path):
+    """The user's command: `ourvidz generate ... --gpus 2` (here two gloo ranks on the CPU) writes
+    the files once, from rank 0, with the pixels of the one-process run."""
+    from PIL import Image
+
+    from conftest import ok
+
+    common = ["image_fast", "a cat on a roof", "--demo", "--steps", "2", "--seed", "3", "--device", "cpu"]
+    ok("generate", *common, "--out", tmp_path / "one")
+    ok("generate", *common, "--out", tmp_path / "two", "--gpus", "2")
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["image-00.json", "image-00.png", "report.json"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "one" / "image-00.png")),
+                          np.asarray(Image.open(tmp_path / "two" / "image-00.png")))

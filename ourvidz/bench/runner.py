@@ -44,6 +44,7 @@ class BenchConfig:
     video_runs: int | None = None  # fewer runs for the 81-frame jobs
     deadline_s: float | None = None  # skip what would start past this many seconds
     step_cache: float | None = None  # also time the lossy first-block cache (wan jobs) at this threshold
+    gpus: int = 1  # ourvidz spreads each job over this many GPUs (ourvidz.ranks); plain diffusers uses one
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -118,19 +119,19 @@ class Bench:
     """One bench process: two caches with the same weights (plain: no speed-ups; ourvidz), the
     results so far, and the steps of a row, each a method."""
 
-    def __init__(self, cfg: BenchConfig, log: Callable[[str], None], save: Callable[[dict[str, Any]], None]):
-        from ourvidz.report import device_name, versions
+    def __init__(self, cfg: BenchConfig, log: Callable[[str], None], save: Callable[[dict[str, Any]], None],
+                 runner: Callable = run_job, fast: ModelCache | None = None):
         from ourvidz.families.weights import token_counter
+        from ourvidz.report import device_name, versions
 
-        self.cfg, self.log, self.save = cfg, log, save
+        self.cfg, self.log, self.save, self.runner = cfg, log, save, runner
         self.t_start = time.monotonic()
         self.demo = cfg.weights == "demo"
-        random_weights = cfg.weights == "random"
         # Random weights are built from the same seed, so both caches hold identical models; the
-        # enhancer has no speed-ups and is shared.
-        self.plain_cache, self.fast = (
-            ModelCache(models_file=cfg.models_file, demo=self.demo, device=cfg.device, speedups=Speedups.off(),
-                       random_weights=random_weights, vram_budget_gb=1e6) for _ in range(2))
+        # enhancer has no speed-ups and is shared. On several GPUs the ourvidz cache is rank 0's,
+        # its models sped up as the other ranks' are (bench_cache), and there is no ablation.
+        self.plain_cache = bench_cache(cfg, None, full=False)
+        self.fast = fast or bench_cache(cfg, None, full=False)
         self.device = self.plain_cache.device
         self.work = Path(tempfile.mkdtemp(prefix="ourvidz-bench-"))
         self.counter = token_counter(cfg.models_file, self.demo)
@@ -140,7 +141,8 @@ class Bench:
             "overrides": cfg.overrides.as_dict(), "prompt": PROMPT, "seed": SEED, "speedups": Speedups().to_dict(),
             "matmul_tflops": card_matmul_tflops(self.device), "rows": {}, "ablation": {}, "skipped": [],
         }
-        self.this_call = {"jobs": cfg.job_types, "seconds": None}  # merged files keep one entry per process
+        self.results["gpus"] = cfg.gpus
+        self.this_call = {"jobs": cfg.job_types, "gpus": cfg.gpus, "seconds": None}  # merged files keep one entry per process
         self.results["calls"] = {time.strftime("%Y-%m-%dT%H:%M:%S"): self.this_call}
         self.flop_shapes: dict[tuple, tuple[float, float]] = {}  # one count per family and shape
 
@@ -186,9 +188,14 @@ class Bench:
 
     def timed_runs(self, job: str, tag: str) -> tuple[float, list]:
         """A 2-step warm-up (compiles this shape) and the measured runs of the job through ourvidz."""
-        first = run_job(self.make_plan(job, f"{tag}-warm", steps=2), self.fast)
+        first = self.runner(self.make_plan(job, f"{tag}-warm", steps=2), self.fast)
         plan = self.make_plan(job, tag)
-        return first.report["total"], [run_job(self.make_plan(job, tag), self.fast) for _ in range(self.runs_for(plan))]
+        return first.report["total"], [self.runner(self.make_plan(job, tag), self.fast)
+                                       for _ in range(self.runs_for(plan))]
+
+    def key(self, job: str) -> str:
+        """A row's name: the job type, with the GPU count past one."""
+        return job if self.cfg.gpus == 1 else f"{job} x{self.cfg.gpus} GPUs"
 
     def plain_row(self, job: str, family: str) -> tuple[dict, list, Any]:
         """Plain diffusers: a 2-step warm-up (kernels, allocator), the measured runs, the FLOPs."""
@@ -203,7 +210,8 @@ class Bench:
         first = plain_job(self.plain_cache, self.make_plan(job, "warm", steps=2), plan.out_dir)[1]
         runs = [plain_job(self.plain_cache, plan, plan.out_dir) for _ in range(self.runs_for(plan))]
         times = [seconds for _, seconds, _ in runs]
-        row = self.results["rows"][job] = {
+        row = self.results["rows"][self.key(job)] = {
+            "job_type": job, "gpus": self.cfg.gpus,
             "plain": {**stats(times), "first": first, "model_build_s": load,
                       "save_s": statistics.median(s for _, _, s in runs)},
             "flops": self.job_flops(plan, plan.out_dir)}
@@ -257,7 +265,7 @@ class Bench:
                 row["floor_s"] = row["flops"] / (self.results["matmul_tflops"] * 1e12)
         doc = plan.preset.seed_doc
         row["seed_doc"] = {"seconds": doc.seconds, "status": doc.status} if doc else None
-        self.log(f"ourvidz {job:24s} median {row['ourvidz']['median']:8.2f} s  ratio {row['ratio']:.2f}x  "
+        self.log(f"ourvidz {self.key(job):24s} median {row['ourvidz']['median']:8.2f} s  ratio {row['ratio']:.2f}x  "
                  f"PSNR vs plain {row['exact']['psnr_db']:.1f} dB")
         return ours
 
@@ -283,11 +291,11 @@ class Bench:
     def job(self, job: str, family: str, ablate: list[str]) -> None:
         row, runs, plan = self.plain_row(job, family)
         model, _ = self.fast.get(family)
-        if job in ablate:
+        if job in ablate and self.cfg.gpus == 1:
             self.ablation(job, model)
         apply(model, Speedups())
         ours = self.ourvidz_row(job, family, row, runs, plan)
-        if self.cfg.step_cache is not None and families.get(family).step_cache:
+        if self.cfg.step_cache is not None and families.get(family).step_cache and self.cfg.gpus == 1:
             self.lossy_row(job, model, row, ours)
         self.save(self.results)
 
@@ -304,7 +312,7 @@ class Bench:
                 try:
                     self.job(job, family, ablate)
                 except Exception as exc:  # one job's failure is recorded; the others still run
-                    self.results["rows"].setdefault(job, {})["error"] = one_line(exc)
+                    self.results["rows"].setdefault(self.key(job), {})["error"] = one_line(exc)
                     self.log(f"error   {job:24s} {one_line(exc)}")
                     self.save(self.results)
             for c in (self.plain_cache, self.fast):  # the next family gets the GPU memory
@@ -317,13 +325,33 @@ class Bench:
         return self.results
 
 
+def bench_cache(cfg: BenchConfig, device: str | None, full: bool = True) -> ModelCache:
+    """A model cache for the bench: the configured, demo or random full-size weights; with every
+    exact speed-up (full: a rank's ourvidz models) or none (they are switched on by the bench)."""
+    return ModelCache(models_file=cfg.models_file, demo=cfg.weights == "demo", device=device or cfg.device,
+                      speedups=Speedups() if full else Speedups.off(), random_weights=cfg.weights == "random",
+                      vram_budget_gb=1e6)
+
+
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
               save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Family by family: plain diffusers for every job of the family, then the speed-ups (stage by
     stage for the ablation jobs), then the same jobs through ourvidz. Results are saved after every
     row, so a run cut short keeps what it measured; past cfg.deadline_s the remaining jobs are
-    skipped and listed."""
-    return Bench(cfg, log, save or (lambda r: None)).run()
+    skipped and listed. cfg.gpus > 1: ourvidz runs each job on that many GPUs (ourvidz.ranks), the
+    bench itself on rank 0, plain diffusers on one GPU beside it."""
+    if cfg.gpus == 1:
+        return Bench(cfg, log, save or (lambda r: None)).run()
+    import functools
+
+    from ourvidz.ranks import on_ranks
+
+    return on_ranks(cfg.gpus, _bench_on_rank0, functools.partial(bench_cache, cfg), cfg, log, save,
+                    device=cfg.device)
+
+
+def _bench_on_rank0(runner, cache, cfg: BenchConfig, log, save) -> dict[str, Any]:
+    return Bench(cfg, log, save or (lambda r: None), runner=runner, fast=cache).run()
 
 
 def cold_starts(results: dict[str, Any], jobs: list[str], weights: str, device: str | None, models_file,

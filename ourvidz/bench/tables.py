@@ -42,12 +42,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"(min-max and n in brackets); measured bf16 matmul rate: "
         + (f"{results['matmul_tflops']:.0f} TFLOP/s" if results.get("matmul_tflops") else "n/a"),
         "",
-        "| job type | seed doc (RTX 6000 Ada) | plain diffusers | ourvidz | ratio | ratio without saving | ourvidz warm-up (2 steps, compiles) | achieved TFLOP/s | floor | peak GPU mem | PSNR vs plain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| job type | GPUs | seed doc (RTX 6000 Ada) | plain diffusers (1 GPU) | ourvidz | ratio | ratio without saving | ourvidz warm-up (2 steps, compiles) | achieved TFLOP/s | floor | peak GPU mem | PSNR vs plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for job, r in results["rows"].items():
+    for key, r in results["rows"].items():
+        job, gpus = r.get("job_type", key), r.get("gpus", 1)
         if "ourvidz" not in r:
-            lines.append(f"| {job} | | | failed: {r.get('error', 'not finished')} | | | | | | | |")
+            lines.append(f"| {job} | {gpus} | | | failed: {r.get('error', 'not finished')} | | | | | | | |")
             continue
         o, p = r["ourvidz"], r["plain"]
         doc = f"{r['seed_doc']['seconds']:g} s ({r['seed_doc']['status']})" if r.get("seed_doc") else "-"
@@ -56,9 +57,10 @@ def markdown(results: dict[str, Any]) -> str:
         psnr = r["exact"]["psnr_db"]
         unsaved = f"{r['ratio_unsaved']:.2f}x" if r.get("ratio_unsaved") else "-"
         lines.append(
-            f"| {job} | {doc} | {_s(p['median'])} [{p['min']:.2f}-{p['max']:.2f}, n={len(p['runs'])}] | "
+            f"| {job} | {gpus} | {doc} | {_s(p['median'])} [{p['min']:.2f}-{p['max']:.2f}, n={len(p['runs'])}] | "
             f"{_s(o['median'])} [{o['min']:.2f}-{o['max']:.2f}, n={len(o['runs'])}] | **{r['ratio']:.2f}x** | {unsaved} | {_s(o['first'])} | {tf} | {_s(r.get('floor_s'))} | "
             f"{mem} | {'identical' if psnr == float('inf') else f'{psnr:.1f} dB'} |")
+    lines += scaling(results)
     lossy = {job: r["lossy"] for job, r in results["rows"].items() if r.get("lossy")}
     if lossy:
         lines += ["", "Lossy opt-in (never on by default): first-block cache on the Wan transformer", "",
@@ -89,6 +91,31 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scaling(results: dict[str, Any]) -> list[str]:
+    """Each job type measured on several GPU counts: the whole job's and the denoise's speed-up
+    over ourvidz on one GPU, and the denoise's efficiency against linear (speed-up / GPUs)."""
+    by_job: dict[str, dict[int, dict]] = {}
+    for key, r in results["rows"].items():
+        if "ourvidz" in r:
+            by_job.setdefault(r.get("job_type", key), {})[r.get("gpus", 1)] = r
+    rows = []
+    for job, runs in by_job.items():
+        if 1 not in runs or len(runs) < 2:
+            continue
+        one = runs[1]["ourvidz"]
+        for n in sorted(k for k in runs if k > 1):
+            o = runs[n]["ourvidz"]
+            d1, dn = one["phases"].get("denoise"), o["phases"].get("denoise")
+            speed = d1 / dn if d1 and dn else None
+            rows.append(f"| {job} | {n} | {_s(one['median'])} | {_s(o['median'])} | {one['median'] / o['median']:.2f}x | "
+                        f"{_s(d1)} | {_s(dn)} | " + (f"{speed:.2f}x | {speed / n:.0%} |" if speed else "- | - |"))
+    if not rows:
+        return []
+    return ["", "Scaling: ourvidz on N GPUs against ourvidz on one, same run (denoise: the transformer steps):", "",
+            "| job type | GPUs | whole job, 1 GPU | whole job, N GPUs | speed-up | denoise, 1 GPU | denoise, N GPUs | denoise speed-up | efficiency vs linear |",
+            "|---|---|---|---|---|---|---|---|---|"] + rows
+
+
 def chart(results: dict[str, Any], path: Path) -> Path | None:
     try:
         import matplotlib
@@ -97,7 +124,7 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    jobs = [j for j, r in results["rows"].items() if "ourvidz" in r]
+    jobs = [j for j, r in results["rows"].items() if "ourvidz" in r]  # one bar group a row (job x GPUs)
     series = [("seed doc (RTX 6000 Ada)", [(results["rows"][j].get("seed_doc") or {}).get("seconds", 0) for j in jobs]),
               ("plain diffusers", [results["rows"][j]["plain"]["median"] for j in jobs]),
               ("ourvidz", [results["rows"][j]["ourvidz"]["median"] for j in jobs])]

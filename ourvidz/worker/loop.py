@@ -15,12 +15,14 @@ out of attempts, failing them with the last error.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -58,7 +60,7 @@ class Worker:
         self.cache_args = {"models_file": models, "demo": demo, "device": device, "vram_budget_gb": vram_budget}
         self.callback_url, self.max_jobs, self.idle_exit = callback_url, max_jobs, idle_exit
         self.ttl, self.max_attempts, self.result_ttl = heartbeat_ttl, max_attempts, result_ttl
-        self._log = log or (lambda line: print(line, flush=True))
+        self._log = log or functools.partial(print, flush=True)
         self.stopping = False
         self.current: tuple[str, str, float] | None = None  # job id, type, start time
         self.jobs_done = 0
@@ -70,7 +72,7 @@ class Worker:
         self._log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
 
     # ---------------------------------------------------------------- lifecycle
-    def run(self) -> int:
+    def run(self, runner=None, cache=None) -> int:
         """Take and run jobs until stopped (signal, --max-jobs, --idle-exit); the number handled."""
         from ourvidz.model_cache import ModelCache
         from ourvidz.families.weights import token_counter
@@ -80,7 +82,8 @@ class Worker:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BadInput(f"--out {self.out}: cannot create it: {exc.strerror}") from None
-        self.cache = ModelCache(**self.cache_args)
+        self.cache = cache or ModelCache(**self.cache_args)
+        self.runner = runner  # --gpus: each job on the ranks of ourvidz.ranks; else run_job here
         self.counter = token_counter(self.cache_args["models_file"], self.cache_args["demo"])
         self.blockers = [connect(self.url, single_connection_client=True, socket_timeout=BLOCK_SECONDS + 15)
                          for _ in self.queues]
@@ -234,7 +237,7 @@ class Worker:
                             negative=spec.negative, enhance=spec.enhance, out_dir=out_dir,
                             presets_dir=self.presets_dir, counter=self.counter,
                             demo=self.cache.source(spec.preset.family).is_demo)
-            result = run_job(plan, self.cache, self._progress(job_key(job_id)))
+            result = (self.runner or run_job)(plan, self.cache, self._progress(job_key(job_id)))
         except OurvidzError as exc:  # the same job would fail the same way again unless retryable
             error, retry = str(exc), exc.retryable and attempt < self.max_attempts
         except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retried, then recorded
@@ -373,3 +376,29 @@ def _job_id(raw: bytes) -> str:
         return payload.parse(raw).id
     except payload.MalformedJob as exc:
         return exc.job_id
+
+
+def stderr_line(line: str) -> None:
+    """The worker's log lines: stderr, one a line, flushed (a module function: ranks pickle it)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_on_ranks(gpus: int, worker_args: dict) -> int:
+    """`ourvidz worker --gpus N`: this worker's jobs each on N GPUs (ourvidz.ranks); rank 0 is the
+    worker. A rank that dies ends the worker with one error; the job it held goes back on its
+    queue when the heartbeat expires (another worker's sweep)."""
+    from ourvidz.ranks import on_ranks
+
+    cache_args = {k: worker_args.get(k) for k in ("models", "demo", "vram_budget")}
+    return on_ranks(gpus, _worker_on_rank0, functools.partial(_rank_cache, **cache_args), worker_args,
+                    device=worker_args.get("device"))
+
+
+def _rank_cache(device, models=None, demo=False, vram_budget=None):
+    from ourvidz.model_cache import ModelCache
+
+    return ModelCache(models_file=models, demo=demo, device=device, vram_budget_gb=vram_budget)
+
+
+def _worker_on_rank0(runner, cache, worker_args: dict) -> int:
+    return Worker(**worker_args).run(runner=runner, cache=cache)
