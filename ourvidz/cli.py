@@ -184,7 +184,7 @@ def generate(
     """Generate images or a video for one job type."""
     from ourvidz import generate as gen
     from ourvidz.job import run_job
-    from ourvidz.views import plan_panel, print_result, step_progress
+    from ourvidz.views import job_progress, plan_panel, print_result
 
     request = gen.Request(
         job_type=job_type, prompt=prompt, prompt_file=prompt_file, from_metadata=from_metadata,
@@ -204,8 +204,8 @@ def generate(
         err.print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo models; "
                   "see `ourvidz models`)")
     for plan in plans:
-        with step_progress(out, plan.job_type) as on_step:
-            result = run_job(plan, cache, on_step)
+        with job_progress(err, plan.job_type) as (on_step, on_phase):
+            result = run_job(plan, cache, on_step, on_phase)
         print_result(out, result)
 
 

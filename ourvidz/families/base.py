@@ -7,6 +7,7 @@ call this way is what lets the timing report show each phase.
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,14 +57,70 @@ class GenerationOutput:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    if device:
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            from ourvidz.errors import BadInput
+    """--device checked here, in one line: cpu, cuda, cuda:N (N a GPU of this machine) or mps."""
+    from ourvidz.errors import BadInput
 
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    text = device.strip().lower()
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", text):
+        raise BadInput(f"--device {device!r}: expected cpu, cuda, cuda:N or mps")
+    kind, _, index = text.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
             raise BadInput(f"--device {device}: no CUDA GPU is available here (torch {torch.__version__})")
-        return dev
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise BadInput(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BadInput(f"--device {device}: Apple's MPS is not available here (it needs a Mac with Apple "
+                       f"silicon and a torch built for it); use cpu")
+    return torch.device(text)
+
+
+def pin_cpu_threads(device: torch.device) -> int | None:
+    """On the CPU, a fixed number of intra-op threads: min(4, physical cores), or $OURVIDZ_THREADS.
+
+    Left to itself torch takes every logical CPU, and on a small or shared machine OpenMP threads
+    then wait on each other: identical demo runs swung between 0.03 and 0.69 s/step. Returns the
+    number set (None on a GPU, where the CPU threads do little)."""
+    import os
+
+    if device.type != "cpu":
+        return None
+    env = os.environ.get("OURVIDZ_THREADS", "").strip()
+    n = int(env) if env.isdigit() and int(env) > 0 else min(4, physical_cores())
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads counted once), at least 1."""
+    import os
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        phys = core = ""
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "physical id":
+                phys = value
+            elif key == "core id":
+                core = value
+            elif not key and core:
+                cores.add((phys, core))
+                phys = core = ""
+        if core:
+            cores.add((phys, core))
+    except OSError:
+        pass
+    return max(1, min(usable, len(cores) or usable))
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -75,11 +132,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# Pipeline phases shown as progress (denoising has its own step bar).
+PHASE_NAMES = {"encode": "encode prompt", "decode": "vae decode"}
+
+
 @contextmanager
 def timed(phases: dict[str, float], name: str, device: torch.device):
+    from ourvidz.progress import phase
+
     sync(device)
     t0 = time.perf_counter()
-    yield
+    if name in PHASE_NAMES:
+        with phase(PHASE_NAMES[name]):
+            yield
+            sync(device)
+    else:
+        yield
     sync(device)
     phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
 
@@ -110,18 +178,41 @@ def module_bytes(*modules) -> int:
     return sum(p.numel() * p.element_size() for m in modules if m is not None for p in m.parameters())
 
 
+def weight_bytes(folder) -> int:
+    """The size of the weight files in a folder (what loading it reads)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file())
+
+
+def _variant(sub: Path) -> str | None:
+    """"fp16" when a component folder holds only the fp16 variant (what `ourvidz models fetch` gets)."""
+    if not sub.is_dir() or any(f.name.endswith(".safetensors") and ".fp16." not in f.name for f in sub.iterdir()):
+        return None
+    return "fp16" if any(f.name.endswith(".fp16.safetensors") for f in sub.iterdir()) else None
+
+
 def load_component(cls, folder, subfolder: str, device: torch.device, dtype: torch.dtype | None, times: dict):
     """One component from a diffusers folder, straight onto the device (no CPU copy first on a GPU)."""
+    from ourvidz.progress import phase
+
     kwargs = {"subfolder": subfolder, "local_files_only": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
         if device.type == "cuda":
             kwargs["device_map"] = str(device)
+    variant = _variant(Path(folder) / subfolder)
+    if variant:
+        kwargs["variant"] = variant
+    size = weight_bytes(Path(folder) / subfolder)
     t0 = time.perf_counter()
-    obj = cls.from_pretrained(folder, **kwargs)
-    if dtype is not None and device.type != "cuda":
-        obj = obj.to(device)
-    sync(device)
+    with phase(f"load {subfolder}", total=size or None, unit="B") as ph:
+        obj = cls.from_pretrained(folder, **kwargs)
+        if dtype is not None and device.type != "cuda":
+            obj = obj.to(device)
+        sync(device)
+        ph.update(size)
     times[subfolder] = time.perf_counter() - t0
     return obj
 
