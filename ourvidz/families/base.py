@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,10 @@ def quiet_libraries() -> None:
     import diffusers
     import transformers
 
+    # Their deprecation notices (numpy 2's copy keyword inside diffusers' schedulers, renamed
+    # arguments) are about the libraries' own code, not anything a user can change.
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(diffusers|transformers|accelerate|huggingface_hub)(\.|$)")
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
@@ -79,17 +84,18 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def pin_cpu_threads(device: torch.device) -> int | None:
-    """On the CPU, a fixed number of intra-op threads: min(4, physical cores), or $OURVIDZ_THREADS.
+    """On the CPU, a fixed number of intra-op threads: $OURVIDZ_THREADS, else min(4, physical
+    cores), never more than already set (a caller that chose fewer keeps them).
 
     Left to itself torch takes every logical CPU, and on a small or shared machine OpenMP threads
     then wait on each other: identical demo runs swung between 0.03 and 0.69 s/step. Returns the
-    number set (None on a GPU, where the CPU threads do little)."""
+    number in use (None on a GPU, where the CPU threads do little)."""
     import os
 
     if device.type != "cpu":
         return None
     env = os.environ.get("OURVIDZ_THREADS", "").strip()
-    n = int(env) if env.isdigit() and int(env) > 0 else min(4, physical_cores())
+    n = int(env) if env.isdigit() and int(env) > 0 else min(4, physical_cores(), torch.get_num_threads())
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
@@ -106,7 +112,9 @@ def physical_cores() -> int:
     cores: set[tuple[str, str]] = set()
     try:
         phys = core = ""
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+        for line in text.splitlines() + [""]:
             key, _, value = line.partition(":")
             key, value = key.strip(), value.strip()
             if key == "physical id":
@@ -116,8 +124,6 @@ def physical_cores() -> int:
             elif not key and core:
                 cores.add((phys, core))
                 phys = core = ""
-        if core:
-            cores.add((phys, core))
     except OSError:
         pass
     return max(1, min(usable, len(cores) or usable))
