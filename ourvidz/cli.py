@@ -210,10 +210,12 @@ def enhance(
 ):
     """Rewrite a prompt with Qwen 2.5 as the 7b_enhanced job types do; print it and its timing."""
     from ourvidz.enhance import enhance_prompt
-    from ourvidz.views import enhancement_panel
+    from ourvidz.progress import reporting
+    from ourvidz.views import enhancement_panel, job_progress
 
-    run = enhance_prompt(prompt, job_type=job_type, seed=seed, presets_dir=presets_dir, models=models,
-                         demo=demo, device=device)
+    with job_progress(err, "enhance") as (_, on_phase), reporting(on_phase):
+        run = enhance_prompt(prompt, job_type=job_type, seed=seed, presets_dir=presets_dir, models=models,
+                             demo=demo, device=device)
     out.print(enhancement_panel(run))
 
 
