@@ -3,6 +3,7 @@
 errors promise and only the files a family loads, CPU threads pinned."""
 
 import fnmatch
+import json
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,17 @@ def test_sdxl_fetch_patterns_take_what_the_family_loads_and_nothing_else():
     assert "tokenizer/vocab.json" in got and "tokenizer_2/merges.txt" in got and "model_index.json" in got
 
 
+def test_fp16_patterns_fall_back_to_the_plain_file_where_a_repo_has_no_fp16_copy():
+    from ourvidz.families.weights import select_files
+
+    patterns = list(families.get("sdxl").fetch_patterns)
+    assert select_files(SDXL_REPO, patterns) == selected(patterns, SDXL_REPO)
+    finetune = [f for f in SDXL_REPO if ".fp16." not in f]
+    got = select_files(finetune, patterns)
+    assert "unet/diffusion_pytorch_model.safetensors" in got and "text_encoder_2/model.safetensors" in got
+    assert not [f for f in got if "flax" in f or "onnx" in f or "openvino" in f]
+
+
 def test_every_family_declares_its_fetch_patterns():
     for name, spec in families.FAMILIES.items():
         assert spec.fetch_patterns, name
@@ -128,7 +140,11 @@ def fake_hub(monkeypatch, tmp_path):
 
     import huggingface_hub
 
+    def list_repo_files(self, repo_id, **kw):
+        raise OSError("offline")
+
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
     return calls
 
 
@@ -144,6 +160,20 @@ def test_the_fetch_an_error_suggests_fetches_something(tmp_path, fake_hub):
                          "patterns": list(families.get("sdxl").fetch_patterns)}]
     # ... and says what to add so that the next run uses it (no loop back to the same error).
     assert f"add 'sdxl: {{path: stabilityai/stable-diffusion-xl-base-1.0}}' to {models}" in result.stderr
+
+
+def test_fetch_takes_the_files_the_listing_has(tmp_path, fake_hub, monkeypatch):
+    import huggingface_hub
+
+    finetune = [f for f in SDXL_REPO if ".fp16." not in f]
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, **kw: finetune)
+    models = tmp_path / "models.yaml"
+    models.write_text("sdxl:\n  path: someone/sdxl-finetune\n")
+    result = run("models", "fetch", "sdxl", "--models", models, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["hub_id"] == "someone/sdxl-finetune"
+    patterns = fake_hub[0]["patterns"]
+    assert "unet/diffusion_pytorch_model.safetensors" in patterns and not [p for p in patterns if "onnx" in p]
 
 
 def test_fetch_of_a_single_file_family_gets_its_config_repo(tmp_path, fake_hub):

@@ -162,9 +162,32 @@ def fetch_plan(family: str, models_file=None) -> dict:
     return {"family": family, "hub_id": ref, "allow_patterns": patterns, "configured": configured, "advice": advice}
 
 
+def select_files(repo_files: list[str], patterns: list[str]) -> list[str]:
+    """The repository files the patterns take. A pattern for an fp16 file falls back to the plain
+    file where a repository has no fp16 copy (a fine-tune published in one precision)."""
+    import fnmatch
+
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = fnmatch.filter(repo_files, pattern)
+        if not hits and ".fp16." in pattern:
+            hits = fnmatch.filter(repo_files, pattern.replace(".fp16.", "."))
+        chosen.update(hits)
+    return sorted(chosen)
+
+
 def fetch(family: str, models_file=None) -> dict:
     """Download the files a family loads (for single-file SDXL: its configs) into the HF cache."""
     plan = fetch_plan(family, models_file)
+    if plan["allow_patterns"]:
+        try:
+            from huggingface_hub import HfApi
+
+            listed = HfApi().list_repo_files(plan["hub_id"])
+        except Exception:  # offline or no listing: the patterns as they are (the download says why)
+            listed = None
+        if listed:
+            plan["allow_patterns"] = select_files(listed, plan["allow_patterns"]) or plan["allow_patterns"]
     folder = local_dir(plan["hub_id"], True, family, allow_patterns=plan["allow_patterns"])
     files = [f for f in folder.rglob("*") if f.is_file()]
     return plan | {"folder": str(folder), "files": len(files), "bytes": sum(f.stat().st_size for f in files)}
