@@ -269,3 +269,15 @@ def test_cpu_threads_are_pinned(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert base.physical_cores() >= 1
+
+
+def test_a_fetched_fp16_only_component_loads_as_the_fp16_variant(tmp_path):
+    from ourvidz.families.base import _variant
+
+    only = tmp_path / "unet"
+    only.mkdir()
+    (only / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"")
+    assert _variant(only) == "fp16"
+    (only / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    assert _variant(only) is None  # the plain file is there: loaded as before
+    assert _variant(tmp_path / "missing") is None
