@@ -261,8 +261,14 @@ def test_cpu_threads_are_pinned(monkeypatch):
         monkeypatch.setattr(base, "physical_cores", lambda: 16)
         torch.set_num_threads(8)
         assert base.pin_cpu_threads(torch.device("cpu")) == 4 and torch.get_num_threads() == 4
-        torch.set_num_threads(1)  # fewer threads already chosen (tests, a shared machine): kept
+        monkeypatch.setattr(base, "physical_cores", lambda: 2)  # one core is left to the rest
+        torch.set_num_threads(2)
+        assert base.pin_cpu_threads(torch.device("cpu")) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setattr(base, "physical_cores", lambda: 1)
         assert base.pin_cpu_threads(torch.device("cpu")) == 1
+        monkeypatch.setattr(base, "physical_cores", lambda: 16)
+        torch.set_num_threads(2)  # fewer threads already chosen (tests, a shared machine): kept
+        assert base.pin_cpu_threads(torch.device("cpu")) == 2
         monkeypatch.setenv("OURVIDZ_THREADS", "3")
         assert base.pin_cpu_threads(torch.device("cpu")) == 3 and torch.get_num_threads() == 3
         assert base.pin_cpu_threads(torch.device("cuda")) is None

@@ -84,18 +84,22 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def pin_cpu_threads(device: torch.device) -> int | None:
-    """On the CPU, a fixed number of intra-op threads: $OURVIDZ_THREADS, else min(4, physical
-    cores), never more than already set (a caller that chose fewer keeps them).
+    """On the CPU, a fixed number of intra-op threads: $OURVIDZ_THREADS, else min(4, physical cores
+    - 1) and at least 1, never more than already set (a caller that chose fewer keeps them).
 
-    Left to itself torch takes every logical CPU, and on a small or shared machine OpenMP threads
-    then wait on each other: identical demo runs swung between 0.03 and 0.69 s/step. Returns the
-    number in use (None on a GPU, where the CPU threads do little)."""
+    Left to itself torch takes every core, and its OpenMP threads then spin waiting on each other
+    whenever anything else runs (rich's display, PNG encoding, other processes): on a shared
+    2-core machine five identical demo runs took 0.91-4.06 s/step with 2 threads and 0.053-0.078
+    s/step with 1. One core is left to the rest. Returns the number in use (None on a GPU)."""
     import os
 
     if device.type != "cpu":
         return None
     env = os.environ.get("OURVIDZ_THREADS", "").strip()
-    n = int(env) if env.isdigit() and int(env) > 0 else min(4, physical_cores(), torch.get_num_threads())
+    if env.isdigit() and int(env) > 0:
+        n = int(env)
+    else:
+        n = min(4, max(1, physical_cores() - 1), torch.get_num_threads())
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
