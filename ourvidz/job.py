@@ -134,7 +134,8 @@ def _save(plan: JobPlan, output: GenerationOutput, prompt: str, sidecar: dict, m
     from ourvidz.families.weights import model_name
 
     preset = plan.preset
-    note = {"Note": DEMO_LABEL} if demo else {}
+    # No colon or comma in the value: simple readers (sd-parsers) split fields on "," and ":".
+    note = {"Note": "demo (random weights)"} if demo else {}
 
     def params(seed: int, extra: dict) -> str:
         return a1111_parameters(prompt, plan.negative.text, preset.steps, preset.sampler, preset.guidance, seed,

@@ -39,6 +39,7 @@ def sd_parsers_read(path):
         "model": sampler.model.name,
         "model_hash": sampler.model.hash,
         "version": info.metadata.get("Version"),
+        "note": info.metadata.get("Note"),
     }
 
 
@@ -71,6 +72,7 @@ def test_sd_parsers_reads_a_demo_png(tmp_path):
     assert got["model_hash"] == ident["model_hash"] == ident["header_sha256"][:10]
     assert "stand-in" in ident["model_hash_kind"]
     assert got["version"].startswith("ourvidz ")
+    assert got["note"] == "demo (random weights)"  # every field, the demo note too
 
 
 def test_single_file_checkpoint_hash_is_autov2_and_name_has_no_extension(tmp_path, monkeypatch):
