@@ -28,27 +28,56 @@ app.add_typer(models_app, name="models")
 out, err = views.console(), views.console(stderr=True)
 
 
+def debugging() -> bool:
+    return os.environ.get("OURVIDZ_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def print_traceback(exc: BaseException) -> None:
+    """OURVIDZ_DEBUG: the traceback before the one line, with the library error an ourvidz error
+    was made from (which `raise ... from None` hides from users)."""
+    import traceback
+
+    exc.__suppress_context__ = False
+    sys.stderr.write("".join(traceback.format_exception(exc)))
+    sys.stderr.flush()
+
+
 def handled(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except errors.OurvidzError as exc:
+            if debugging():
+                print_traceback(exc)
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            if debugging():
+                print_traceback(exc)
             err.print("[bold red]interrupted[/]; finished outputs are kept")
             raise typer.Exit(errors.EXIT_INTERRUPTED) from None
         except (typer.Exit, typer.Abort):
             raise
-        except Exception as exc:  # a bug: still one line unless asked for the traceback
-            if os.environ.get("OURVIDZ_DEBUG"):
-                raise
-            err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} "
-                      "(set OURVIDZ_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        except Exception as exc:  # a bug: still one line, after the traceback when asked for it
+            if debugging():
+                print_traceback(exc)
+                hint = ""
+            else:
+                hint = " (set OURVIDZ_DEBUG=1 for the traceback)"
+            err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc}{hint}", highlight=False,
+                      soft_wrap=True)
             raise typer.Exit(errors.EXIT_BUG) from None
 
     return wrapper
+
+
+def print_json(data) -> None:
+    """--json: one JSON document on stdout and nothing else (messages and errors go to stderr)."""
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 # Shared argument groups.
@@ -65,6 +94,7 @@ NumImages = Annotated[Optional[int], typer.Option("--num-images", help="Override
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Base seed; image i uses seed + i (default: random).")]
 Negative = Annotated[str, typer.Option("--negative", help="Your own negative text; it comes first.")]
 AutoNegative = Annotated[bool, typer.Option("--auto-negative/--no-auto-negative", help="Add the priority-based negative prompt.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts), nothing else.")]
 Enhance = Annotated[Optional[bool], typer.Option("--enhance/--no-enhance", help="Qwen prompt enhancement (default: the preset's).")]
 Gpus = Annotated[int, typer.Option("--gpus", min=1, help="Spread each job over this many GPUs of this host (torch.distributed; with --device cpu: that many CPU processes).")]
 Weighting = Annotated[bool, typer.Option("--weighting/--no-weighting", help="SDXL prompt weights: (word:1.3), (word), [word], word++, (word)1.3; --no-weighting reads brackets literally.")]
@@ -89,51 +119,72 @@ def root(version: Annotated[bool, typer.Option("--version", callback=version_cal
 
 @presets_app.command("list")
 @handled
-def presets_list(presets_dir: PresetsDir = None):
+def presets_list(presets_dir: PresetsDir = None, as_json: Json = False):
     """A table of the job types."""
     from ourvidz.presets import load_all
     from ourvidz.views import presets_table
 
-    out.print(presets_table(load_all(presets_dir)))
+    presets = load_all(presets_dir)
+    if as_json:
+        return print_json({"presets": [p.model_dump() for p in presets]})
+    out.print(presets_table(presets))
 
 
 @presets_app.command("show")
 @handled
-def presets_show(job_type: str, presets_dir: PresetsDir = None):
+def presets_show(job_type: str, presets_dir: PresetsDir = None, as_json: Json = False):
     """One job type's preset, every field."""
     from ourvidz.presets import load_preset
     from ourvidz.views import show_yaml
 
-    out.print(show_yaml(load_preset(job_type, presets_dir).model_dump()))
+    preset = load_preset(job_type, presets_dir).model_dump()
+    if as_json:
+        return print_json(preset)
+    out.print(show_yaml(preset))
 
 
 @models_app.callback(invoke_without_command=True)
 @handled
-def models_status(ctx: typer.Context, models: ModelsFile = None):
+def models_status(ctx: typer.Context, models: ModelsFile = None, as_json: Json = False):
     """Each family: where its weights are configured, whether they were found, their size."""
     if ctx.invoked_subcommand:
         return
     from ourvidz.views import models_table
     from ourvidz.families.weights import status
 
-    out.print(models_table(status(models)))
+    rows = status(models)
+    if as_json:
+        return print_json({"families": rows})
+    out.print(models_table(rows))
 
 
 @models_app.command("fetch")
 @handled
-def models_fetch(family: Annotated[str, typer.Argument(help="sdxl, wan or qwen")], models: ModelsFile = None):
-    """Download a family's weights into the Hugging Face cache (for single-file SDXL: its configs)."""
-    from ourvidz.families.weights import FAMILIES, fetch
+def models_fetch(family: Annotated[str, typer.Argument(help="sdxl, wan or qwen")], models: ModelsFile = None,
+                 as_json: Json = False):
+    """Download the files a family loads into the Hugging Face cache (for single-file SDXL: its configs)."""
+    from ourvidz.families.weights import FAMILIES, fetch, fetch_plan
+    from ourvidz.progress import human_bytes
 
     if family not in FAMILIES:
         raise errors.BadInput(f"unknown family '{family}'; known: {', '.join(FAMILIES)}")
-    out.print(f"fetched {family} into {fetch(family, models)}")
+    plan = fetch_plan(family, models)
+    err.print(f"fetching {plan['hub_id']} ({', '.join(plan['allow_patterns'] or ['every file'])})",
+              markup=False, highlight=False, soft_wrap=True)
+    done = fetch(family, models)
+    if as_json:
+        return print_json(done)
+    out.print(f"fetched {family}: {done['hub_id']} into {done['folder']} ({done['files']} files, "
+              f"{human_bytes(done['bytes'])})", markup=False, highlight=False, soft_wrap=True)
+    if done["advice"]:
+        err.print(done["advice"], markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
 @handled
 def negative(job_type: str, prompt: Annotated[str, typer.Argument()] = "", negative: Negative = "",
-             auto_negative: AutoNegative = True, presets_dir: PresetsDir = None, models: ModelsFile = None):
+             auto_negative: AutoNegative = True, presets_dir: PresetsDir = None, models: ModelsFile = None,
+             as_json: Json = False):
     """The negative prompt a job type would use, its token count and its categories."""
     from ourvidz.negative import build_negative
     from ourvidz.presets import load_preset
@@ -145,6 +196,8 @@ def negative(job_type: str, prompt: Annotated[str, typer.Argument()] = "", negat
         check_prompt(prompt)
     preset = load_preset(job_type, presets_dir)
     neg = build_negative(preset.negative_strategy, negative, auto=auto_negative, counter=token_counter(models))
+    if as_json:
+        return print_json({"job_type": job_type, **neg.to_dict()})
     out.print(negative_panel(neg))
 
 
@@ -157,10 +210,12 @@ def enhance(
 ):
     """Rewrite a prompt with Qwen 2.5 as the 7b_enhanced job types do; print it and its timing."""
     from ourvidz.enhance import enhance_prompt
-    from ourvidz.views import enhancement_panel
+    from ourvidz.progress import reporting
+    from ourvidz.views import enhancement_panel, job_progress
 
-    run = enhance_prompt(prompt, job_type=job_type, seed=seed, presets_dir=presets_dir, models=models,
-                         demo=demo, device=device)
+    with job_progress(err, "enhance") as (_, on_phase), reporting(on_phase):
+        run = enhance_prompt(prompt, job_type=job_type, seed=seed, presets_dir=presets_dir, models=models,
+                             demo=demo, device=device)
     out.print(enhancement_panel(run))
 
 
@@ -181,6 +236,7 @@ def generate(
     compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="Compile the models (GPU; pays over several jobs). Default: on for a --prompt-file, off for one job.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", hidden=True, help="Full-size architectures with random weights (speed tests; outputs are noise).")] = False,
     gpus: Gpus = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout: the plans (with --dry-run) or each job's files and report; progress stays on stderr.")] = False,
 ):
     """Generate images or a video for one job type."""
     from ourvidz import generate as gen
@@ -193,12 +249,21 @@ def generate(
         presets_dir=presets_dir, models=models, demo=demo, device=device, random_weights=random_weights,
         step_cache=step_cache, compile=compile_, weighting=weighting,
     )
+    if device:
+        from ourvidz.families.base import resolve_device
+
+        resolve_device(device)  # a bad --device is one line before anything else happens
     plans = gen.make_plans(request)
     if dry_run:
+        if as_json:
+            return print_json({"plans": [plan.to_dict() | {"models": gen.describe_models(request, plan)}
+                                         for plan in plans]})
         for plan in plans:
             out.print(plan_panel(plan, gen.describe_models(request, plan)))
         return
-    gen.run(request, plans, gpus)
+    results = gen.run(request, plans, gpus, as_json)
+    if as_json:
+        print_json({"jobs": [{"files": [str(p) for p in r.files], "report": r.report} for r in results]})
 
 
 @app.command()
@@ -337,17 +402,16 @@ def submit(
 
 @app.command()
 @handled
-def status(job_id: str, redis_url: RedisUrl = keys.DEFAULT_URL,
-           as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False):
+def status(job_id: str, redis_url: RedisUrl = keys.DEFAULT_URL, as_json: Json = False):
     """A queued job's state and result."""
-    import json
-
     from ourvidz.worker import store
 
     rec = store.record(store.connect(redis_url), job_id)
     if rec is None:
         raise errors.BadInput(f"no record of job {job_id!r} (a job another producer pushed gets one when a worker takes it)")
-    out.print(json.dumps(rec, indent=2) if as_json else store.describe(rec), markup=False, highlight=False, soft_wrap=True)
+    if as_json:
+        return print_json(rec)
+    out.print(store.describe(rec), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("queue")

@@ -13,6 +13,7 @@ from typing import Any
 from ourvidz import families
 from ourvidz.enhancement import load_settings
 from ourvidz.errors import BadInput
+from ourvidz.progress import phase, within
 from ourvidz.safety import check_prompt
 
 
@@ -42,7 +43,8 @@ def enhance_prompt(prompt: str, *, job_type: str | None = None, seed: int | None
         raise BadInput(f"--seed must be between 0 and {MAX_SEED} (got {seed})")
     cache = cache or ModelCache(models_file=models, demo=demo, device=device)
     enhancer, load = cache.get(families.ENHANCER)
-    result = enhancer.enhance(prompt, seed=seed, settings=settings)
+    with within(families.ENHANCER), phase("enhance prompt"):
+        result = enhancer.enhance(prompt, seed=seed, settings=settings)
     check_prompt(result.text, what="enhanced prompt")
     run = EnhanceRun(result=result, load=load, seed=seed, model=enhancer.identity, demo=cache.is_demo(families.ENHANCER))
     if preset is not None and families.get(preset.family).clip_window:

@@ -140,26 +140,28 @@ def cache_for(request: Request, jobs: int = 1, device: str | None = None):
                       speedups=speedups)
 
 
-def run(request: Request, plans: list[JobPlan], gpus: int = 1) -> list:
+def run(request: Request, plans: list[JobPlan], gpus: int = 1, quiet: bool = False) -> list:
     """The plans, models loaded once, each job on `gpus` GPUs of this host (ourvidz.ranks); each
-    job's progress and result shown as it ends. The results of rank 0."""
+    job's progress shown on stderr and, unless quiet (--json), its result on stdout as it ends.
+    The results of rank 0."""
     from ourvidz.ranks import on_ranks
 
     why = "--demo" if request.demo else "no models file"
-    return on_ranks(gpus, _run_plans, functools.partial(cache_for, request, len(plans)), plans, why,
+    return on_ranks(gpus, _run_plans, functools.partial(cache_for, request, len(plans)), plans, why, quiet,
                     device=request.device)
 
 
-def _run_plans(runner, cache, plans: list[JobPlan], why: str) -> list:
-    from ourvidz.views import console, print_result, step_progress
+def _run_plans(runner, cache, plans: list[JobPlan], why: str, quiet: bool) -> list:
+    from ourvidz.views import console, job_progress, print_result
 
-    out = console()
+    out, err = console(), console(stderr=True)
     if cache.demo:
-        console(stderr=True).print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo "
-                                   "models; see `ourvidz models`)")
+        err.print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo models; "
+                  "see `ourvidz models`)")
     results = []
     for plan in plans:
-        with step_progress(out, plan.job_type) as on_step:
-            results.append(runner(plan, cache, on_step))
-        print_result(out, results[-1])
+        with job_progress(err, plan.job_type) as (on_step, on_phase):
+            results.append(runner(plan, cache, on_step, on_phase))
+        if not quiet:
+            print_result(out, results[-1])
     return results

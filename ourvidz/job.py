@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ourvidz.errors import GenerationFailed, OurvidzError, OutOfMemory, one_line
 from ourvidz.families.base import GenerationOutput, GenerationRequest
 from ourvidz.outputs import a1111_parameters, atomic_replace, atomic_write, save_mp4, save_png, to_json
 from ourvidz.plan import JobPlan
+from ourvidz.progress import PhaseListener, phase, reporting, within
 from ourvidz.report import build_report, reset_peak_memory, versions
 from ourvidz.safety import check_prompt
 
@@ -33,16 +35,17 @@ class JobResult:
     report: dict[str, Any]
 
 
-def _model_name(identity: dict[str, Any]) -> str:
-    if identity.get("kind") == "demo" or "path" not in identity:
-        return "ourvidz-demo (random weights)"
-    return Path(identity["path"]).name
-
-
 def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = None,
-            parallel=None) -> JobResult:
-    """`parallel` (an ourvidz.distributed.ParallelContext) spreads the job over the ranks of one
+            on_phase: PhaseListener | None = None, parallel=None) -> JobResult:
+    """on_step sees the denoising steps; on_phase every other phase (loading with bytes, hashing,
+    enhancement, prompt encoding, VAE decode, MP4 encoding, saving): see ourvidz.progress.
+    `parallel` (an ourvidz.distributed.ParallelContext) spreads the job over the ranks of one
     host: every rank runs this with the same plan; rank 0 alone enhances and writes the files."""
+    with reporting(on_phase) if on_phase is not None else nullcontext():
+        return _run_job(plan, cache, on_step, parallel)
+
+
+def _run_job(plan: JobPlan, cache, on_step, parallel) -> JobResult:
     t_start = time.perf_counter()
     preset = plan.preset
     reset_peak_memory(cache.device)
@@ -69,7 +72,8 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
 
         tokens = best_counter(getattr(pipeline, "tokenizer", None)).count(prompt)
         enhancement |= {"clip_tokens": tokens, "clip_window": clip_window, "clip_truncated": tokens > clip_window}
-    output = _generate(plan, prompt, pipeline, cache, on_step if main else None, parallel)
+    with within(preset.family):
+        output = _generate(plan, prompt, pipeline, cache, on_step if main else None, parallel)
     if not main:  # rank 0 writes the files and the report
         return JobResult(plan=plan, files=[], report={})
     phases = dict(output.phases)
@@ -90,7 +94,7 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
         "versions": versions(),
         "timings": {"load": load, **phases},
     }
-    files = _save(plan, output, prompt, sidecar, _model_name(models[preset.family]), demo)
+    files = _save(plan, output, prompt, sidecar, models[preset.family], demo)
     phases["save"] = time.perf_counter() - t_save
 
     total = time.perf_counter() - t_start
@@ -106,7 +110,8 @@ def _enhance(plan: JobPlan, cache, load: dict, models: dict) -> tuple[str, dict[
     enhancer, times = cache.get(families.ENHANCER)
     load.update({f"{families.ENHANCER} {k}": v for k, v in times.items()})
     models[families.ENHANCER] = enhancer.identity
-    result = enhancer.enhance(plan.prompt, seed=plan.seed, settings=plan.enhancement_settings())
+    with within(families.ENHANCER), phase("enhance prompt"):
+        result = enhancer.enhance(plan.prompt, seed=plan.seed, settings=plan.enhancement_settings())
     check_prompt(result.text, what="enhanced prompt")
     return result.text, result.to_dict()
 
@@ -136,23 +141,30 @@ def _generate(plan: JobPlan, prompt: str, pipeline, cache, on_step, parallel=Non
         raise GenerationFailed(f"{plan.job_type} failed while generating: {one_line(exc)}") from None
 
 
-def _save(plan: JobPlan, output: GenerationOutput, prompt: str, sidecar: dict, model_name: str,
+def _save(plan: JobPlan, output: GenerationOutput, prompt: str, sidecar: dict, model: dict[str, Any],
           demo: bool) -> list[Path]:
     """Each media file with its A1111 parameters and its JSON sidecar, atomically."""
+    from ourvidz.families.weights import model_name
+
     preset = plan.preset
-    note = {"Note": DEMO_LABEL} if demo else {}
+    # No colon or comma in the value: simple readers (sd-parsers) split fields on "," and ":".
+    note = {"Note": "demo (random weights)"} if demo else {}
 
     def params(seed: int, extra: dict) -> str:
         return a1111_parameters(prompt, plan.negative.text, preset.steps, preset.sampler, preset.guidance, seed,
-                                preset.width, preset.height, model_name, extra | {"Job": plan.job_type} | note)
+                                preset.width, preset.height, model_name(model), extra | {"Job": plan.job_type} | note,
+                                model_hash=model.get("model_hash"), version=f"ourvidz {__version__}")
 
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     if preset.is_video:
         name = plan.files[0]
         meta = sidecar | {"file": name, "seed": plan.seed}
         text = params(plan.seed, {"Frames": preset.frames, "FPS": preset.fps})
-        return [save_mp4(plan.out_dir / name, output.frames, preset.fps, comment=text),
-                atomic_write(plan.out_dir / layout.sidecar(name), to_json(meta))]
+        tags = {"title": f"ourvidz {plan.job_type}", "description": prompt}
+        with phase("encode mp4", total=len(output.frames), unit="frames") as ph:
+            video = save_mp4(plan.out_dir / name, output.frames, preset.fps, comment=text, metadata=tags,
+                             on_frame=lambda done, total: ph.update(done))
+        return [video, atomic_write(plan.out_dir / layout.sidecar(name), to_json(meta))]
 
     def save_one(name: str, seed: int, image) -> list[Path]:
         meta = sidecar | {"file": name, "seed": seed}
@@ -162,7 +174,9 @@ def _save(plan: JobPlan, output: GenerationOutput, prompt: str, sidecar: dict, m
     # PNG compression is CPU work that releases the GIL: six 1024x1024 images take ~1.6 s one
     # after another on the H100 host, so they are encoded side by side.
     files: list[Path] = []
-    with ThreadPoolExecutor(max_workers=min(len(plan.files), os.cpu_count() or 1)) as pool:
+    with phase("save png", total=len(plan.files), unit="files") as ph, \
+            ThreadPoolExecutor(max_workers=min(len(plan.files), os.cpu_count() or 1)) as pool:
         for pair in pool.map(save_one, plan.files, plan.seeds, output.images):
             files += pair
+            ph.advance()
     return files

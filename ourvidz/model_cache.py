@@ -19,8 +19,9 @@ import torch
 
 from ourvidz import families
 from ourvidz.errors import OurvidzError, OutOfMemory, WeightsError, one_line
-from ourvidz.families.base import default_dtype, resolve_device, sync
+from ourvidz.families.base import default_dtype, pin_cpu_threads, resolve_device, sync
 from ourvidz.families.weights import ModelSource, models_file_path, resolve_sources
+from ourvidz.progress import phase, within
 
 GB = 1e9
 
@@ -42,6 +43,7 @@ class ModelCache:
         self.random_weights = random_weights
         self.device = resolve_device(device)
         self.dtype = default_dtype(self.device)
+        self.threads = pin_cpu_threads(self.device)  # steady CPU runs (see pin_cpu_threads)
         self.offload_to_cpu = offload_to_cpu
         from ourvidz.speedups import Speedups
 
@@ -62,9 +64,10 @@ class ModelCache:
 
     def source(self, family: str) -> ModelSource:
         if family not in self.sources:
+            hub = families.get(family).hub_id
             raise WeightsError(f"no {family} weights configured in {models_file_path(self.models_file)}; add "
-                               f"'{family}: {{path: FOLDER_OR_HUB_ID}}' there, run `ourvidz models fetch {family}`, "
-                               "or use --demo")
+                               f"'{family}: {{path: {hub}}}' (or a folder) there and run `ourvidz models fetch "
+                               f"{family}`, or use --demo")
         return self.sources[family]
 
     def is_demo(self, family: str) -> bool:
@@ -85,8 +88,10 @@ class ModelCache:
             if model.device != self.device:
                 self._make_room(model.nbytes(), keep=family)
                 t0 = time.perf_counter()
-                model.to(self.device)
-                sync(self.device)
+                with within(family), phase("move from cpu", total=model.nbytes(), unit="B") as ph:
+                    model.to(self.device)
+                    sync(self.device)
+                    ph.update(model.nbytes())
                 dt = time.perf_counter() - t0
                 stat["moves"] += 1
                 stat["move_seconds"] += dt
@@ -97,7 +102,8 @@ class ModelCache:
         spec = families.get(family)
         cls = self.loader_class(spec)
         try:
-            model = cls.load(source, self.device, self.dtype)
+            with within(family):
+                model = cls.load(source, self.device, self.dtype)
         except OurvidzError:
             raise
         except torch.OutOfMemoryError:

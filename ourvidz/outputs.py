@@ -9,9 +9,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -53,12 +55,32 @@ def to_json(obj: Any) -> bytes:
     return json.dumps(obj, indent=2, default=str).encode("utf-8") + b"\n"
 
 
+# A1111's own infotext key-value syntax (modules/infotext_utils.py): a value holding a comma, colon
+# or newline is written as a JSON string.
+_A1111_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def a1111_quote(value: Any) -> str:
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
 def a1111_parameters(prompt: str, negative: str, steps: int, sampler: str, cfg: float, seed: int,
-                     width: int, height: int, model: str, extra: dict[str, Any] | None = None) -> str:
-    """The text other tools (A1111, ComfyUI loaders, civitai) parse from a PNG's "parameters" chunk."""
-    fields = {"Steps": steps, "Sampler": sampler, "CFG scale": f"{cfg:g}", "Seed": seed,
-              "Size": f"{width}x{height}", "Model": model, **(extra or {})}
-    tail = ", ".join(f"{k}: {v}" for k, v in fields.items())
+                     width: int, height: int, model: str, extra: dict[str, Any] | None = None,
+                     model_hash: str | None = None, version: str | None = None) -> str:
+    """The text other tools (A1111, ComfyUI loaders, civitai, sd-parsers) parse from a PNG's
+    "parameters" chunk, in A1111's field order; `Version` comes last, as A1111 writes it."""
+    fields: dict[str, Any] = {"Steps": steps, "Sampler": sampler, "CFG scale": f"{cfg:g}", "Seed": seed,
+                              "Size": f"{width}x{height}"}
+    if model_hash:
+        fields["Model hash"] = model_hash
+    fields["Model"] = model
+    fields |= extra or {}
+    if version:
+        fields["Version"] = version
+    tail = ", ".join(f"{k}: {a1111_quote(v)}" for k, v in fields.items())
     return f"{prompt}\nNegative prompt: {negative}\n{tail}"
 
 
@@ -74,10 +96,13 @@ def parse_a1111(text: str) -> dict[str, Any]:
     else:
         tail = prompt_lines.pop() if prompt_lines and "Steps: " in prompt_lines[-1] else ""
     result: dict[str, Any] = {"prompt": "\n".join(prompt_lines), "Negative prompt": negative}
-    for part in tail.split(", "):
-        if ": " in part:
-            key, value = part.split(": ", 1)
-            result[key] = value
+    for key, value in _A1111_PARAM.findall(tail):
+        if value.startswith('"') and value.endswith('"'):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        result[key.strip()] = value.strip() if isinstance(value, str) else value
     return result
 
 
@@ -90,27 +115,63 @@ def save_png(path: Path, image: Image.Image, parameters: str, sidecar: dict[str,
     return atomic_write(path, buf.getvalue())
 
 
-def save_mp4(path: Path, frames: np.ndarray, fps: int, comment: str = "") -> Path:
-    """H.264 yuv420p: what browsers and phones play. Odd sizes are padded by one pixel."""
+def save_mp4(path: Path, frames: np.ndarray, fps: int, comment: str = "", metadata: dict[str, str] | None = None,
+             on_frame: Callable[[int, int], None] | None = None) -> Path:
+    """H.264 yuv420p: what browsers and phones play. Odd sizes are padded by one pixel. The index
+    (moov) is written before the media data (faststart), so playback starts before the whole file
+    has arrived. `comment` (the A1111 parameters text) and `metadata` go into the MP4's tags."""
     import av
 
     n, h, w, _ = frames.shape
     if h % 2 or w % 2:
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        if comment:
-            container.metadata["comment"] = comment
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "medium"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # faststart moves the index in a second pass that reopens the file by name, so the video is
+    # encoded to a real file (in a private folder beside the target), then written atomically.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".ourvidz-mp4-") as tmp:
+        encoded = Path(tmp) / path.name
+        with av.open(str(encoded), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+            for key, value in (metadata or {}).items():
+                container.metadata[key] = value
+            if comment:
+                container.metadata["comment"] = comment
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "18", "preset": "medium"}
+            for i, frame in enumerate(frames):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                    container.mux(packet)
+                if on_frame is not None:
+                    on_frame(i + 1, n)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return atomic_write(path, buf.getvalue())
+        data = encoded.read_bytes()
+    return atomic_write(path, data)
+
+
+def mp4_boxes(path: Path) -> list[str]:
+    """The top-level box types of an MP4 in file order (faststart: moov before mdat)."""
+    import struct
+
+    boxes, data = [], Path(path).read_bytes()
+    i = 0
+    while i + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[i : i + 8])
+        if size == 1:
+            (size,) = struct.unpack(">Q", data[i + 8 : i + 16])
+        boxes.append(kind.decode("latin-1"))
+        if size == 0:
+            break
+        i += size
+    return boxes
+
+
+def read_video_tags(path: Path) -> dict[str, str]:
+    import av
+
+    with av.open(str(path)) as container:
+        return dict(container.metadata)
 
 
 def read_video_info(path: Path) -> dict[str, Any]:

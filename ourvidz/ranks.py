@@ -34,10 +34,10 @@ class RankJobs:
         if self.group is not None:
             dist.broadcast_object_list([obj], src=0, group=self.group)
 
-    def run(self, plan, cache, on_step=None) -> JobResult:
+    def run(self, plan, cache, on_step=None, on_phase=None) -> JobResult:
         """Rank 0: the job on every rank; the files are rank 0's."""
         self._send(plan)
-        return run_job(plan, cache, on_step, parallel=self.ctx if self.ctx.active else None)
+        return run_job(plan, cache, on_step, on_phase, parallel=self.ctx if self.ctx.active else None)
 
     def close(self) -> None:
         self._send(_STOP)
@@ -61,7 +61,7 @@ class RankJobs:
 def on_ranks(gpus: int, command: Callable[..., Any], make_cache: Callable[[str | None], Any], *args,
              device: str | None = None) -> Any:
     """command(runner, cache, *args) on `gpus` ranks, returning rank 0's result. runner(plan, cache,
-    on_step) runs one job on all ranks; make_cache(device) builds a rank's model cache (both must
+    on_step, on_phase=None) runs one job on all ranks; make_cache(device) builds a rank's model cache (both must
     pickle: module-level functions, functools.partial). One GPU: here, in this process, with
     run_job. `device` "cpu" puts the ranks on the CPU (gloo): tests, and machines without GPUs."""
     if gpus == 1:

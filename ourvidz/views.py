@@ -149,19 +149,64 @@ def enhancement_panel(run) -> Panel:
 @contextmanager
 def step_progress(console: Console, label: str):
     """A denoising-step bar; yields the on_step callback the pipelines call."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-               TimeElapsedColumn(), TextColumn("{task.fields[rate]}"))
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(f"{label}: denoise", total=None, rate="")
-        started = []
-
-        def on_step(done: int, total: int) -> None:
-            now = time.perf_counter()
-            started.append(now)
-            rate = f"{(now - started[0]) / (done - 1):.2f} s/step" if done > 1 else ""
-            progress.update(task, completed=done, total=total, rate=rate)
-
+    with job_progress(console, label) as (on_step, _on_phase):
         yield on_step
+
+
+def _amount(done: float, total: float | None, unit: str) -> str:
+    from ourvidz.progress import human_bytes
+
+    if unit == "B":
+        return f"{human_bytes(done)} / {human_bytes(total)}" if total else human_bytes(done)
+    if total:
+        return f"{done:g}/{total:g} {unit}".rstrip()
+    return ""
+
+
+@contextmanager
+def job_progress(console: Console, label: str):
+    """Every phase of a job as it happens; yields (on_step, on_phase) for run_job.
+
+    On a terminal: a live display, a bar a phase (loading with bytes, hashing, enhancement, prompt
+    encoding, denoising with steps and s/step, VAE decode, MP4 encoding with frames, saving),
+    gone when the job ends (the timing table follows). Elsewhere (a pipe, a log): one line a
+    phase as it ends, nothing animated."""
+    from ourvidz.progress import describe
+
+    live = console.is_terminal
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
+               TimeElapsedColumn(), TextColumn("{task.fields[rate]}"))
+    progress = Progress(*columns, console=console, transient=True, disable=not live)
+    tasks: dict[int, Any] = {}
+    started: list[float] = []
+    denoise: list[Any] = []
+
+    def on_phase(event: str, ph) -> None:
+        key = id(ph)
+        if not live:
+            if event == "end":
+                console.print(f"{label}: {describe(ph)}", highlight=False, markup=False, soft_wrap=True)
+            return
+        if event == "start":
+            tasks[key] = progress.add_task(ph.name, total=ph.total, amount=_amount(ph.completed, ph.total, ph.unit), rate="")
+        elif key in tasks:
+            total = ph.total if event == "advance" else (ph.total or 1)
+            done = ph.completed if event == "advance" else total
+            progress.update(tasks[key], completed=done, total=total, amount=_amount(ph.completed, ph.total, ph.unit))
+
+    def on_step(done: int, total: int) -> None:
+        now = time.perf_counter()
+        started.append(now)
+        rate = f"{(now - started[0]) / (done - 1):.2f} s/step" if done > 1 else ""
+        if not denoise:
+            denoise.append(progress.add_task(f"{label}: denoise", total=total, amount="", rate=""))
+        progress.update(denoise[0], completed=done, total=total, amount=f"{done}/{total} steps", rate=rate)
+        if not live and done == total:
+            console.print(f"{label}: denoise · {total} steps · {now - started[0]:.2f} s"
+                          + (f" · {rate}" if rate else ""), highlight=False, markup=False, soft_wrap=True)
+
+    with progress:
+        yield on_step, on_phase
 
 
 def print_result(console: Console, result) -> None:

@@ -7,7 +7,9 @@ call this way is what lets the timing report show each phase.
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,10 @@ def quiet_libraries() -> None:
     import diffusers
     import transformers
 
+    # Their deprecation notices (numpy 2's copy keyword inside diffusers' schedulers, renamed
+    # arguments) are about the libraries' own code, not anything a user can change.
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(diffusers|transformers|accelerate|huggingface_hub)(\.|$)")
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
@@ -58,14 +64,75 @@ class GenerationOutput:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    if device:
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            from ourvidz.errors import BadInput
+    """--device checked here, in one line: cpu, cuda, cuda:N (N a GPU of this machine) or mps."""
+    from ourvidz.errors import BadInput
 
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    text = device.strip().lower()
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", text):
+        raise BadInput(f"--device {device!r}: expected cpu, cuda, cuda:N or mps")
+    kind, _, index = text.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
             raise BadInput(f"--device {device}: no CUDA GPU is available here (torch {torch.__version__})")
-        return dev
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise BadInput(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BadInput(f"--device {device}: Apple's MPS is not available here (it needs a Mac with Apple "
+                       f"silicon and a torch built for it); use cpu")
+    return torch.device(text)
+
+
+def pin_cpu_threads(device: torch.device) -> int | None:
+    """On the CPU, a fixed number of intra-op threads: $OURVIDZ_THREADS, else min(4, physical cores
+    - 1) and at least 1, never more than already set (a caller that chose fewer keeps them).
+
+    Left to itself torch takes every core, and its OpenMP threads then spin waiting on each other
+    whenever anything else runs (rich's display, PNG encoding, other processes): on a shared
+    2-core machine five identical demo runs took 0.91-4.06 s/step with 2 threads and 0.053-0.078
+    s/step with 1. One core is left to the rest. Returns the number in use (None on a GPU)."""
+    import os
+
+    if device.type != "cpu":
+        return None
+    env = os.environ.get("OURVIDZ_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        n = int(env)
+    else:
+        n = min(4, max(1, physical_cores() - 1), torch.get_num_threads())
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads counted once), at least 1."""
+    import os
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        phys = core = ""
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+        for line in text.splitlines() + [""]:
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "physical id":
+                phys = value
+            elif key == "core id":
+                core = value
+            elif not key and core:
+                cores.add((phys, core))
+                phys = core = ""
+    except OSError:
+        pass
+    return max(1, min(usable, len(cores) or usable))
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -77,11 +144,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# Pipeline phases shown as progress (denoising has its own step bar).
+PHASE_NAMES = {"encode": "encode prompt", "decode": "vae decode"}
+
+
 @contextmanager
 def timed(phases: dict[str, float], name: str, device: torch.device):
+    from ourvidz.progress import phase
+
     sync(device)
     t0 = time.perf_counter()
-    yield
+    if name in PHASE_NAMES:
+        with phase(PHASE_NAMES[name]):
+            yield
+            sync(device)
+    else:
+        yield
     sync(device)
     phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
 
@@ -112,18 +190,41 @@ def module_bytes(*modules) -> int:
     return sum(p.numel() * p.element_size() for m in modules if m is not None for p in m.parameters())
 
 
+def weight_bytes(folder) -> int:
+    """The size of the weight files in a folder (what loading it reads)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file())
+
+
+def _variant(sub: Path) -> str | None:
+    """"fp16" when a component folder holds only the fp16 variant (what `ourvidz models fetch` gets)."""
+    if not sub.is_dir() or any(f.name.endswith(".safetensors") and ".fp16." not in f.name for f in sub.iterdir()):
+        return None
+    return "fp16" if any(f.name.endswith(".fp16.safetensors") for f in sub.iterdir()) else None
+
+
 def load_component(cls, folder, subfolder: str, device: torch.device, dtype: torch.dtype | None, times: dict):
     """One component from a diffusers folder, straight onto the device (no CPU copy first on a GPU)."""
+    from ourvidz.progress import phase
+
     kwargs = {"subfolder": subfolder, "local_files_only": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
         if device.type == "cuda":
             kwargs["device_map"] = str(device)
+    variant = _variant(Path(folder) / subfolder)
+    if variant:
+        kwargs["variant"] = variant
+    size = weight_bytes(Path(folder) / subfolder)
     t0 = time.perf_counter()
-    obj = cls.from_pretrained(folder, **kwargs)
-    if dtype is not None and device.type != "cuda":
-        obj = obj.to(device)
-    sync(device)
+    with phase(f"load {subfolder}", total=size or None, unit="B") as ph:
+        obj = cls.from_pretrained(folder, **kwargs)
+        if dtype is not None and device.type != "cuda":
+            obj = obj.to(device)
+        sync(device)
+        ph.update(size)
     times[subfolder] = time.perf_counter() - t0
     return obj
 

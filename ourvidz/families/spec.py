@@ -29,6 +29,9 @@ class Family:
     pipeline: str  # "module:Class" with load(source, device, dtype) -> a loaded family object
     demo_builder: str  # "module:function(folder)" saving the tiny random-weight model there
     random_builder: str  # "module:Class" whose load() builds the full-size architecture, random weights
+    # The files of a hub repository this family loads (huggingface_hub allow_patterns): `ourvidz
+    # models fetch` downloads only these, not the repository's flax, onnx or openvino copies.
+    fetch_patterns: tuple[str, ...] = ()
     single_file: bool = False  # whether a single-file checkpoint (A1111 layout) loads
     queue: str | None = None  # the production Redis list its jobs arrive on
     model_variant: str | None = None  # the production payload's model_variant

@@ -121,8 +121,8 @@ def local_dir(ref: str, allow_download: bool, family: str, allow_patterns=None) 
     if not _is_hub_id(ref):
         path = Path(ref)
         if not path.is_dir():
-            raise WeightsError(f"{family} weights folder {path} does not exist; fix the models file or run "
-                               f"`ourvidz models fetch {family}`")
+            raise WeightsError(f"{family} weights folder {path} does not exist; fix '{family}:' in the models "
+                               f"file (a folder, or a hub id such as {families.get(family).hub_id})")
         return path
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -139,19 +139,58 @@ def local_dir(ref: str, allow_download: bool, family: str, allow_patterns=None) 
         raise WeightsError(f"cannot fetch {ref} for {family}: {type(exc).__name__}: {exc}") from None
 
 
-def fetch(family: str, models_file=None) -> Path:
-    """Download a family's weights (or, for single-file SDXL, its configs) into the HF cache."""
-    sources = resolve_sources(models_file)
-    src = sources.get(family)
-    if src is None or src.is_demo:
-        ref, patterns = families.get(family).hub_id, None
+def fetch_plan(family: str, models_file=None) -> dict:
+    """What `ourvidz models fetch FAMILY` downloads: the hub id and the files of it the family loads."""
+    spec = families.get(family)
+    path = models_file_path(models_file)
+    src = resolve_sources(models_file).get(family)
+    configured = src is not None and not src.is_demo
+    if not configured:
+        ref, patterns = spec.hub_id, list(spec.fetch_patterns) or None
     elif src.kind == "single_file":
         ref, patterns = src.config, SINGLE_FILE_CONFIG
     else:
-        ref, patterns = src.path, None
+        ref, patterns = src.path, list(spec.fetch_patterns) or None
     if not _is_hub_id(ref):
-        raise BadInput(f"{family} is configured as the local path {ref}: nothing to fetch")
-    return local_dir(ref, True, family, allow_patterns=patterns)
+        what = "the config folder" if configured and src.kind == "single_file" else "the local folder"
+        raise BadInput(f"{family} is configured with {what} {ref}: nothing to download (point it at a hub id, "
+                       f"such as {spec.hub_id}, to fetch one)")
+    advice = ""
+    if not configured:
+        where = path or user_models_file()
+        advice = f"to use it, add '{family}: {{path: {ref}}}' to {where}"
+    return {"family": family, "hub_id": ref, "allow_patterns": patterns, "configured": configured, "advice": advice}
+
+
+def select_files(repo_files: list[str], patterns: list[str]) -> list[str]:
+    """The repository files the patterns take. A pattern for an fp16 file falls back to the plain
+    file where a repository has no fp16 copy (a fine-tune published in one precision)."""
+    import fnmatch
+
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = fnmatch.filter(repo_files, pattern)
+        if not hits and ".fp16." in pattern:
+            hits = fnmatch.filter(repo_files, pattern.replace(".fp16.", "."))
+        chosen.update(hits)
+    return sorted(chosen)
+
+
+def fetch(family: str, models_file=None) -> dict:
+    """Download the files a family loads (for single-file SDXL: its configs) into the HF cache."""
+    plan = fetch_plan(family, models_file)
+    if plan["allow_patterns"]:
+        try:
+            from huggingface_hub import HfApi
+
+            listed = HfApi().list_repo_files(plan["hub_id"])
+        except Exception:  # offline or no listing: the patterns as they are (the download says why)
+            listed = None
+        if listed:
+            plan["allow_patterns"] = select_files(listed, plan["allow_patterns"]) or plan["allow_patterns"]
+    folder = local_dir(plan["hub_id"], True, family, allow_patterns=plan["allow_patterns"])
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    return plan | {"folder": str(folder), "files": len(files), "bytes": sum(f.stat().st_size for f in files)}
 
 
 def status(models_file=None) -> list[dict]:
@@ -165,7 +204,8 @@ def status(models_file=None) -> list[dict]:
                "origin": src.origin if src else str(path), "found": False, "bytes": 0, "detail": ""}
         try:
             if src is None:
-                row["detail"] = f"add '{family}:' to {path} or run `ourvidz models fetch {family}`"
+                row["detail"] = (f"add '{family}: {{path: {families.get(family).hub_id}}}' (or a folder) to {path}; "
+                                 f"`ourvidz models fetch {family}` downloads that hub id")
             elif src.is_demo:
                 row.update(found=True, detail="tiny random weights, built on first use")
             else:
@@ -206,8 +246,55 @@ def safetensors_header(path: Path) -> tuple[bytes, int]:
     return header, size
 
 
+def _hash_cache_file() -> Path:
+    return Path(os.environ.get("OURVIDZ_CACHE", Path.home() / ".cache" / "ourvidz")) / "hashes.json"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a whole file, remembered by (path, size, mtime) under $OURVIDZ_CACHE: a 7 GB
+    checkpoint is read once, not at every load. Reading shows as a progress phase with its bytes."""
+    from ourvidz.progress import phase
+
+    path = Path(path).resolve()
+    st = path.stat()
+    key = str(path)
+    cache_file = _hash_cache_file()
+    try:
+        known = json.loads(cache_file.read_text(encoding="utf-8"))
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(key)
+    if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+        return str(entry["sha256"])
+    digest = hashlib.sha256()
+    with phase(f"hash {path.name}", total=st.st_size, unit="B") as ph, open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+            ph.advance(len(chunk))
+    known[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+    try:
+        from ourvidz.outputs import atomic_replace
+
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_replace(cache_file, json.dumps(known, indent=1).encode())
+    except OSError:
+        pass  # an unwritable cache only costs the next load a re-read
+    return digest.hexdigest()
+
+
+# A1111's "Model hash" for a single-file checkpoint is its AutoV2 hash: the first 10 hex digits of
+# the file's sha256. A diffusers folder has no A1111 hash; its stand-in is the first 10 hex digits
+# of the sha256 over the weight files' names and headers (identity's header_sha256).
+HASH_KINDS = {"single_file": "AutoV2 (sha256 of the checkpoint file, first 10 hex digits)",
+              "folder": "ourvidz header hash (sha256 of the weight files' headers, first 10 hex digits; "
+                        "a stand-in: A1111 hashes single files only)"}
+
+
 def identity(source: ModelSource, folder: Path | None = None) -> dict:
-    """Path, size and a hash of the weight files' headers: enough to tell two models apart, cheap to compute."""
+    """Path, size and a hash of the weight files' headers: enough to tell two models apart, cheap to
+    compute; and the A1111 model hash (see HASH_KINDS)."""
     if source.is_demo and folder is None:
         return {"kind": "demo", "note": "tiny random weights"}
     base = Path(source.path) if source.kind == "single_file" else folder
@@ -217,8 +304,23 @@ def identity(source: ModelSource, folder: Path | None = None) -> dict:
         header, size = safetensors_header(f)
         digest.update(f.name.encode() + header)
         total += size
-    return {"kind": source.kind, "path": source.path, "local": str(base), "files": len(files),
-            "bytes": total, "header_sha256": digest.hexdigest()[:16], **({"config": source.config} if source.config else {})}
+    found = {"kind": source.kind, "path": source.path, "local": str(base), "files": len(files),
+             "bytes": total, "header_sha256": digest.hexdigest()[:16], **({"config": source.config} if source.config else {})}
+    if base.is_file():
+        found |= {"sha256": file_sha256(base), "model_hash_kind": HASH_KINDS["single_file"]}
+        found["model_hash"] = found["sha256"][:10]
+    else:
+        found |= {"model_hash": digest.hexdigest()[:10], "model_hash_kind": HASH_KINDS["folder"]}
+    return found
+
+
+def model_name(found: dict) -> str:
+    """The model's name as A1111 writes it: the checkpoint file's name without its extension, the
+    folder's name, the hub repository's name."""
+    if found.get("kind") == "demo" or "path" not in found:
+        return "ourvidz-demo (random weights)"
+    name = Path(found["path"]).name
+    return Path(name).stem if found.get("kind") == "single_file" else name
 
 
 def token_counter(models_file=None, demo: bool = False):

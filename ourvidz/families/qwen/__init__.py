@@ -9,6 +9,7 @@ FAMILY = Family(
     components=("model", "tokenizer"),
     hub_id="Qwen/Qwen2.5-7B",
     marker_file="config.json",
+    fetch_patterns=("*.json", "*.safetensors", "merges.txt", "vocab.json"),
     pipeline="ourvidz.families.qwen.enhancer:QwenEnhancer",
     demo_builder="ourvidz.families.qwen.build:build_demo",
     random_builder="ourvidz.families.qwen.build:RandomQwen",

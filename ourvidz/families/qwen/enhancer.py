@@ -19,7 +19,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ourvidz.enhancement import EnhancementSettings
 from ourvidz.errors import BadInput, PromptRefused, WeightsError, one_line
-from ourvidz.families.base import module_bytes, sync
+from ourvidz.families.base import module_bytes, sync, weight_bytes
+from ourvidz.progress import phase
 from ourvidz.families.qwen import FAMILY
 from ourvidz.safety import check_prompt
 from ourvidz.families.weights import ModelSource, identity, local_dir
@@ -164,10 +165,13 @@ class QwenEnhancer:
         if device.type == "cuda":
             kwargs["device_map"] = str(device)  # straight onto the GPU, no CPU copy first
         t0 = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
-        if device.type != "cuda":
-            model.to(device)
-        sync(device)
+        size = weight_bytes(folder)
+        with phase("load model", total=size or None, unit="B") as ph:
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+            if device.type != "cuda":
+                model.to(device)
+            sync(device)
+            ph.update(size)
         times["model"] = time.perf_counter() - t0
         return cls(model, tokenizer, device, times, identity(source, folder), demo=source.is_demo)
 

@@ -15,6 +15,16 @@ FAMILY = Family(
     components=("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
     hub_id="stabilityai/stable-diffusion-xl-base-1.0",
     marker_file="model_index.json",
+    # The fp16 safetensors of each loaded component (loaded in the device's dtype), configs and
+    # tokenizers: about 7 GB of the base repository's 70.
+    fetch_patterns=(
+        "model_index.json", "scheduler/*.json",
+        "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors",
+        "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",
+        "text_encoder/config.json", "text_encoder/model.fp16.safetensors",
+        "text_encoder_2/config.json", "text_encoder_2/model.fp16.safetensors",
+        "tokenizer/*", "tokenizer_2/*",
+    ),
     pipeline="ourvidz.families.sdxl.pipeline:SDXLFamily",
     demo_builder="ourvidz.families.sdxl.build:build_demo",
     random_builder="ourvidz.families.sdxl.build:RandomSDXL",

@@ -18,6 +18,7 @@ from ourvidz.families.base import (
     FamilyPipeline, GenerationOutput, GenerationRequest, diffusers_folder, generators, load_component, step_callback,
     sync, timed, to_uint8,
 )
+from ourvidz.progress import phase
 from ourvidz.families.weights import ModelSource, identity, local_dir, safetensors_header
 
 
@@ -45,11 +46,16 @@ class SDXLFamily(FamilyPipeline):
             safetensors_header(path)  # a clear error for a truncated or foreign file
             config = local_dir(source.config, source.allow_download, "sdxl", allow_patterns=["*.json", "*.txt"])
             t0 = time.perf_counter()
-            pipe = StableDiffusionXLPipeline.from_single_file(
-                str(path), config=str(config), local_files_only=True, torch_dtype=dtype, add_watermarker=False)
-            pipe.to(device)
-            sync(device)
+            size = path.stat().st_size
+            with phase("load checkpoint", total=size, unit="B") as ph:
+                pipe = StableDiffusionXLPipeline.from_single_file(
+                    str(path), config=str(config), local_files_only=True, torch_dtype=dtype, add_watermarker=False)
+                pipe.to(device)
+                sync(device)
+                ph.update(size)
             times["checkpoint"] = time.perf_counter() - t0
+            # The A1111 model hash reads the whole file once (then it is remembered), after loading
+            # so that the load reads a cold file first; not counted as load time.
             return cls(pipe, device, dtype, times, identity(source))
 
         folder = diffusers_folder(source)
