@@ -40,6 +40,7 @@ class JobPlan:
     files: list[str] = field(default_factory=list)  # the media files, named by ourvidz.layout
     demo_resized_from: str | None = None  # "1024x1024" when the demo shrank the preset's size
     enhancement: EnhancementSettings | None = None  # resolved at plan time when enhance is on
+    reference: Any = None  # ourvidz.reference.Reference: an image-to-image job's fetched reference
 
     @property
     def seeds(self) -> list[int]:
@@ -66,6 +67,7 @@ class JobPlan:
             "files": self.files,
             "demo_resized_from": self.demo_resized_from,
             "enhancement_settings": self.enhancement.model_dump() if self.enhancement else None,
+            **({"reference": self.reference.to_dict()} if self.reference is not None else {}),
         }
 
 
@@ -100,8 +102,14 @@ def plan_job(
     presets_dir: Path | str | None = None,
     counter: TokenCounter | None = None,
     demo: bool = False,
+    reference=None,
 ) -> JobPlan:
-    prompt = checked_prompt(prompt, "generate")
+    """reference: a fetched ourvidz.reference.Reference (image-to-image); its exact-copy mode
+    may have an empty prompt (an upload copied as it is)."""
+    if reference is not None and reference.mode == "exact_copy" and not " ".join((prompt or "").split()):
+        prompt = ""
+    else:
+        prompt = checked_prompt(prompt, "generate")
     if negative:
         check_prompt(negative, what="negative prompt")
     overrides = overrides or Overrides()
@@ -137,4 +145,5 @@ def plan_job(
         files=files,
         demo_resized_from=resized,
         enhancement=settings,
+        reference=reference,
     )

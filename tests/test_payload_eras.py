@@ -1,4 +1,4 @@
-"""ourvidz.payload_eras: every production era's list element parses to what its fixture expects;
+"""ourvidz.worker.eras: every production era's list element parses to what its fixture expects;
 malformed elements raise PayloadError under the real id; nothing else is ever raised."""
 
 import json
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ourvidz.errors import BadInput
-from ourvidz.payload_eras import JOB_TYPES, NormalizedJob, PayloadError, fallback_id, parse_element
+from ourvidz.worker.eras import JOB_TYPES, NormalizedJob, PayloadError, fallback_id, parse_element
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "payloads").glob("*.json"))
 

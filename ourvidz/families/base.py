@@ -46,6 +46,8 @@ class GenerationRequest:
     seeds: list[int]  # one per image (sdxl) or one (wan)
     frames: int = 1
     flow_shift: float | None = None
+    image: Image.Image | None = None  # image-to-image: the reference, already at width x height
+    strength: float | None = None  # image-to-image denoise strength (0..1]
 
 
 @dataclass
