@@ -45,6 +45,8 @@ class ObjectStore:
             if endpoint:
                 options["endpoint_url"] = endpoint
             options["skip_instance_cache"] = True
+        elif protocol in ("file", "local"):
+            options["auto_mkdir"] = True
         if os.environ.get(OPTIONS_ENV):
             try:
                 more = json.loads(os.environ[OPTIONS_ENV])
