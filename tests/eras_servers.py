@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -75,6 +76,7 @@ class S3Server:
         import boto3
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
         self.port = free_port()
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()

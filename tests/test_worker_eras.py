@@ -27,9 +27,9 @@ from ourvidz.worker.store import record
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "payloads"
 PROD_HOST = "https://abcdefghijklmnop.supabase.co"
-LEFT = ["2025-06-sdxl-image", "2025-06-wan-video", "2025-07-sdxl-image", "2025-07-wan-reference-frames"]
-RIGHT = ["2025-08-data-sdxl-image", "2025-08-sdxl-img2img", "2025-08-wan-video", "2026-02-sdxl-image",
-         "2026-02-exact-copy", "2026-02-sdxl-img2img", "2026-02-wan-start-frame", "2026-02-wan-reference-frames"]
+ALL = sorted(p.stem for p in FIXTURES.glob("*.json"))
+LEFT = [n for n in ALL if json.loads((FIXTURES / f"{n}.json").read_text())["push"] == "LPUSH"]
+RIGHT = [n for n in ALL if json.loads((FIXTURES / f"{n}.json").read_text())["push"] == "RPUSH"]
 BAD_ARRAY = '["{\\"id\\":\\"bad-array-1\\",\\"type\\":\\"sdxl_image_fast\\",\\"prompt\\":\\"x\\",\\"config\\":\\"nope\\"}"]'
 NOTE: list[str] = []
 
@@ -120,9 +120,14 @@ def check_completed(world, job_id: str, kind: str) -> dict:
         thumb = Image.open(__import__("io").BytesIO(world["s3"].get(asset["thumbnail_url"])))
         assert thumb.format == "WEBP" and max(thumb.size) == 256
     assert len(keys) == 2 * len(body["assets"]) == 2 * len(r["assets"])
+    assert SECRET not in json.dumps(r) and TOKEN not in json.dumps(r)
     NOTE.append(f"{job_id} [{r['era']}] {r['type']}: completed; callback signature verified; "
                 f"S3 keys: {', '.join(keys)}")
+    check_completed.last[job_id] = body
     return body
+
+
+check_completed.last = {}
 
 
 def check_failed(world, job_id: str, words: str) -> dict:
@@ -134,6 +139,27 @@ def check_failed(world, job_id: str, words: str) -> dict:
     assert world["s3"].keys(f"{r.get('user_id') or job_id}/{job_id}/") == [] if r.get("user_id") else True
     NOTE.append(f"{job_id} [{r.get('era', '-')}]: failed at once: {r['error']}; callback signature verified")
     return r
+
+
+def outcome(name: str) -> tuple[str, str]:
+    """('completed', 'image'|'video') or ('failed', the error's words) for a fixture."""
+    expect = fixture(name)["expect"]
+    mode = (expect.get("reference") or {}).get("mode", "")
+    if mode.startswith("wan_"):
+        return "failed", f"reference mode {mode}"
+    return "completed", "video" if expect["job_type"].startswith("video") else "image"
+
+
+def check_all(world, names: list[str], ids: list[str]) -> None:
+    for name, job_id in zip(names, ids):
+        state, what = outcome(name)
+        (check_completed if state == "completed" else check_failed)(world, job_id, what)
+        assert rec(world, job_id)["era"] == fixture(name)["era"] and rec(world, job_id)["attempts"] == "1"
+    # oldest first: on each queue the jobs started in the order they were pushed
+    for queue in {fixture(n)["queue"] for n in names}:
+        mine = [j for n, j in zip(names, ids) if fixture(n)["queue"] == queue]
+        starts = [float(rec(world, j)["started_at"]) for j in mine]
+        assert starts == sorted(starts), (queue, mine)
 
 
 def test_lpush_eras_and_submit(world):
@@ -148,12 +174,12 @@ def test_lpush_eras_and_submit(world):
     submitted = result.stdout.strip()
     log = run_worker(world, "left", "left")
     assert "taken from the right" in log
-    check_completed(world, ids[0], "image")  # 2025-06 camelCase
-    check_completed(world, ids[1], "video")  # 2025-06 on job_queue
-    body = check_completed(world, ids[2], "image")  # 2025-07
+    check_all(world, LEFT, ids)
+    by = dict(zip(LEFT, ids))
+    body = check_completed.last[by["2025-07-sdxl-image"]]
     assert len(body["assets"]) == 3 and body["metadata"]["seed"] == 123456789
-    check_failed(world, ids[3], "reference mode wan_start_end")  # never downgraded to text-to-video
-    assert rec(world, ids[3])["era"] == "2025-07"
+    assert rec(world, by["2025-07-sdxl-img2img-ignored"])["ignored"]["reference"]["images"]  # ran as text-to-image, as then
+    assert rec(world, by["2025-07-enhanced"])["reference"] == ""
     check_completed(world, submitted, "image")
     assert rec(world, submitted)["era"] == "ourvidz"
 
@@ -163,39 +189,26 @@ def test_rpush_eras_oldest_first(world):
     world["redis"].r.rpush("sdxl_queue", BAD_ARRAY)
     log = run_worker(world, "right", "right")
     assert "taken from the left" in log
-    data, i2i, video, image, copy, i2i3, start, frames = ids
-    for job_id in (data, i2i, video, image, copy, i2i3):
-        assert rec(world, job_id)["attempts"] == "1"
-    assert rec(world, data)["era"] == "2025-08-data"
-    check_completed(world, data, "image")
-    body = check_completed(world, i2i, "image")
+    check_all(world, RIGHT, ids)
+    by = dict(zip(RIGHT, ids))
+    body = check_completed.last[by["2025-08-sdxl-img2img"]]
     assert body["assets"][0]["metadata"]["pipeline"] == "img2img" and body["metadata"]["denoise_strength"] == 0.2
-    reference = rec(world, i2i)["reference"]
+    reference = rec(world, by["2025-08-sdxl-img2img"])["reference"]
     assert reference["mode"] == "img2img" and "token=***" in reference["source"] and reference["format"] == "PNG"
-    check_completed(world, video, "video")
-    body = check_completed(world, image, "image")
-    assert rec(world, image)["era"] == "2026-02" and rec(world, image)["compel_weights"]
-    body = check_completed(world, copy, "image")
+    assert rec(world, by["2026-02-sdxl-image"])["compel_weights"]
+    body = check_completed.last[by["2026-02-exact-copy"]]
     assert body["metadata"]["guidance_scale"] == 1.0 and body["metadata"]["reference_mode"] == "exact_copy"
     assert body["assets"][0]["metadata"]["negative_prompt_used"] is False
-    body = check_completed(world, i2i3, "image")
-    assert len(body["assets"]) == 3
-    check_failed(world, start, "reference mode wan_start_frame")
-    check_failed(world, frames, "reference mode wan_start_end")
+    assert len(check_completed.last[by["2026-02-sdxl-img2img"]]["assets"]) == 3
     bad = check_failed(world, "bad-array-1", "'config' must be an object")
     assert bad["id"] == "bad-array-1"
-    # oldest first: on each queue the jobs started in the order they were pushed
-    for queue in ("sdxl_queue", "wan_queue"):
-        mine = [j for n, j in zip(RIGHT, ids) if fixture(n)["queue"] == queue]
-        starts = [float(rec(world, j)["started_at"]) for j in mine]
-        assert starts == sorted(starts), (queue, mine)
-    unknown = rec(world, image)["unknown"]
+    unknown = rec(world, by["2026-02-sdxl-image"])["unknown"]
     assert unknown and all(isinstance(k, str) for k in unknown)  # kept, never a crash
 
 
 def test_redis_without_client_commands(world):
     url = world["redis"].user_without_client_commands()
-    job_id = push(world, "2026-02-exact-copy").replace("77a0", "77a0")  # the same job id: completed already
+    job_id = push(world, "2026-02-exact-copy")  # the same job again: its record cleared first
     world["redis"].r.delete(f"ourvidz:job:{job_id}")
     log = run_worker(world, "right", "managed", url=url)
     assert "refuses CLIENT commands" in log
