@@ -221,7 +221,7 @@ class Worker:
             fields |= {"type": spec.job_type, "prompt": spec.prompt[:500], "note": "; ".join(spec.notes),
                        "out_dir": str(out_dir.resolve()), "era": spec.era, "user_id": spec.user_id or "",
                        "compel_weights": spec.compel_weights or "", "ignored": json.dumps(spec.ignored, default=str),
-                       "unknown": json.dumps(spec.unknown, default=str)[:20000],
+                       "unknown": _bounded_json(spec.unknown),
                        "reference": json.dumps(_masked(spec.reference)) if spec.reference else ""}
         attempt = self._retrying(self.scripts["start"], [job_key(job_id)], [self.id, *_flat(fields)])
         if attempt < 0:
@@ -383,6 +383,12 @@ class Worker:
 
 def _flat(fields: dict) -> list:
     return [x for kv in fields.items() for x in kv]
+
+
+def _bounded_json(data: dict, limit: int = 20000) -> str:
+    """data as JSON for the record; past the limit, only its keys (still JSON)."""
+    text_ = json.dumps(data, default=str)
+    return text_ if len(text_) <= limit else json.dumps({"_keys_only": sorted(data)[:500]})
 
 
 def _masked(reference: dict) -> dict:
