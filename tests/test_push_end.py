@@ -9,7 +9,7 @@ import json
 import pytest
 
 from eras_servers import RedisServer
-from ourvidz.errors import BadInput
+from ourvidz.errors import BadInput, ServiceError
 from ourvidz.worker.keys import WORKERS, job_key, processing_key, push_ends, take_end
 from ourvidz.worker.loop import Worker
 from ourvidz.worker.store import enqueue, record
@@ -77,3 +77,10 @@ def test_a_retry_goes_to_the_back_and_submit_pushes_at_the_same_end(server, end)
                                [w.id, 1, raw, 0, back, "state", "queued"]) == 1
     order = [json.loads(r.lmove("sdxl_queue", "x", w.take_ends["sdxl_queue"], "LEFT"))["id"] for _ in range(2)]
     assert order == ["q1", "q0"]
+
+
+def test_a_redis_without_scripts_is_refused_at_start_saying_what_is_needed(server):
+    server.r.execute_command("ACL", "SETUSER", "noscripts", "on", ">pw", "~*", "&*", "+@all", "-@scripting")
+    w = Worker(f"redis://noscripts:pw@127.0.0.1:{server.port}/0", log=lambda line: None)
+    with pytest.raises(ServiceError, match=r"refuses Lua scripts \(EVAL\).*needs Redis 6.2\+ with LMOVE/BLMOVE, EVAL"):
+        w.connect()

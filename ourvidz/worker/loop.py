@@ -33,7 +33,6 @@ import redis
 from ourvidz import layout
 from ourvidz.errors import BadInput, OurvidzError, ServiceError, one_line
 from ourvidz.http_post import check_callback_url
-from ourvidz.redact import mask_url
 from ourvidz.worker import callback, deliver, payload
 from ourvidz.worker.keys import (
     DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, WORKERS, heartbeat_key, job_key, processing_key, push_ends, take_end,
@@ -218,11 +217,7 @@ class Worker:
         now, out_dir = time.time(), layout.worker_job_dir(self.out, job_id)
         fields = {"id": job_id, "queue": queue, "started_at": now, "progress": ""}
         if spec:
-            fields |= {"type": spec.job_type, "prompt": spec.prompt[:500], "note": "; ".join(spec.notes),
-                       "out_dir": str(out_dir.resolve()), "era": spec.era, "user_id": spec.user_id or "",
-                       "compel_weights": spec.compel_weights or "", "ignored": json.dumps(spec.ignored, default=str),
-                       "unknown": _bounded_json(spec.unknown),
-                       "reference": json.dumps(_masked(spec.reference)) if spec.reference else ""}
+            fields |= spec.record_fields() | {"out_dir": str(out_dir.resolve())}
         attempt = self._retrying(self.scripts["start"], [job_key(job_id)], [self.id, *_flat(fields)])
         if attempt < 0:
             self.log(f"{job_id}: already {'completed' if attempt == -1 else 'running'}; dropping the repeated payload")
@@ -383,17 +378,6 @@ class Worker:
 
 def _flat(fields: dict) -> list:
     return [x for kv in fields.items() for x in kv]
-
-
-def _bounded_json(data: dict, limit: int = 20000) -> str:
-    """data as JSON for the record; past the limit, only its keys (still JSON)."""
-    text_ = json.dumps(data, default=str)
-    return text_ if len(text_) <= limit else json.dumps({"_keys_only": sorted(data)[:500]})
-
-
-def _masked(reference: dict) -> dict:
-    """A reference as the record keeps it: its URLs' tokens masked."""
-    return reference | {"images": [mask_url(u) if isinstance(u, str) else u for u in reference.get("images", [])]}
 
 
 def _job_id(raw: bytes) -> str:

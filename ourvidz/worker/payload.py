@@ -14,6 +14,7 @@ asked for but not used by production; unknown: keys nobody read). Rules kept fro
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ourvidz import families
 from ourvidz.errors import BadInput
 from ourvidz.overrides import Overrides
 from ourvidz.presets import Preset, load_preset
+from ourvidz.redact import mask_url
 from ourvidz.worker import eras
 from ourvidz.worker.eras import ID_RE, fallback_id  # noqa: F401 - part of this module's interface
 
@@ -51,6 +53,21 @@ class QueuedJob:
     compel_weights: str | None = None  # kept and recorded; the weighting itself is the prompts issue's
     ignored: dict[str, Any] = field(default_factory=dict)  # asked for, not used by that era's worker
     unknown: dict[str, Any] = field(default_factory=dict)  # keys nobody read (dotted paths)
+
+    def record_fields(self) -> dict[str, str]:
+        """What the job's record (ourvidz:job:<id>) keeps of the payload; reference URLs' tokens masked."""
+        reference = self.reference and self.reference | {
+            "images": [mask_url(u) if isinstance(u, str) else u for u in self.reference.get("images", [])]}
+        return {"type": self.job_type, "prompt": self.prompt[:500], "note": "; ".join(self.notes), "era": self.era,
+                "user_id": self.user_id or "", "compel_weights": self.compel_weights or "",
+                "ignored": _bounded_json(self.ignored), "unknown": _bounded_json(self.unknown),
+                "reference": json.dumps(reference) if reference else ""}
+
+
+def _bounded_json(data: dict, limit: int = 20000) -> str:
+    """data as JSON for the record; past the limit, only its keys (still JSON)."""
+    text = json.dumps(data, default=str)
+    return text if len(text) <= limit else json.dumps({"_keys_only": sorted(data)[:500]})
 
 
 def parse(raw: bytes | str, presets_dir=None) -> QueuedJob:
