@@ -101,7 +101,7 @@ GOOD = {"id": "abc-123", "type": "sdxl_image_fast", "prompt": "x", "user_id": "u
 
 @pytest.mark.parametrize("change, words", [
     ({"type": "nope"}, "unknown job type"),
-    ({"type": None, "job_type": None}, "no job type"),
+    ({"type": None, "job_type": None}, "no job 'type'"),
     ({"prompt": 5}, "prompt"),
     ({"config": []}, "'config' must be an object"),
     ({"config": {"num_inference_steps": "many"}}, "num_inference_steps"),

@@ -84,7 +84,7 @@ class NormalizedJob:
 
 
 def fallback_id(raw: bytes) -> str:
-    """A stable record name for an element that names no usable id (same rule as ourvidz.payload)."""
+    """A stable record name for an element that names no usable id (the worker's record name for it)."""
     return "malformed-" + hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -184,7 +184,7 @@ def _decode(element: Any) -> tuple[Any, bytes, str | None]:
         elif len(data) == 1 and isinstance(data[0], dict):
             data, wrapper = data[0], "array"
         else:
-            raise PayloadError(f"the element is a JSON array of {len(data)} item(s); the producer wraps "
+            raise PayloadError(f"the element is a JSON array of {len(data)} item(s), not an object; the producer wraps "
                                "exactly one JSON string", _id_in_list(data, raw))
     elif isinstance(data, dict) and set(data) == {"data"} and isinstance(data["data"], str):
         # 2025-08-16 (queue-job 120a8cf6..8b8f7537): body {"data": JSON.stringify(payload)}
@@ -252,7 +252,7 @@ def _era(data: dict[str, Any], wrapper: str | None) -> str:
 
 def _job_type(value: Any, ctx: _Ctx) -> str:
     if not isinstance(value, str) or not value.strip():
-        ctx.fail(f"the payload names no job type (got {_short(value)})")
+        ctx.fail(f"the payload has no job 'type' (got {_short(value)})")
     name = value.strip().lower()
     name = ALIASES.get(name, name)
     if name not in JOB_TYPES:
@@ -263,7 +263,7 @@ def _job_type(value: Any, ctx: _Ctx) -> str:
 def _identify(data: dict[str, Any], raw: bytes) -> str:
     value = next((data[k] for k in ("id", "job_id", "jobId") if data.get(k) is not None), None)
     if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise PayloadError(f"the payload has no usable id (got {_short(value)})", fallback_id(raw))
+        raise PayloadError(f"the payload has no usable 'id' (got {_short(value)})", fallback_id(raw))
     try:
         job_id = str(value)
     except ValueError:
@@ -314,7 +314,7 @@ def _prompt(value: Any, ctx: _Ctx, *, exact_copy: bool) -> str:
     if value is None and exact_copy:
         return ""  # an exact copy has no prompt by design
     if not isinstance(value, str):
-        ctx.fail(f"the payload has no prompt text (got {_short(value)})")
+        ctx.fail(f"the payload has no 'prompt' text (got {_short(value)})")
     return value
 
 
