@@ -124,10 +124,16 @@ def check_completed(world, job_id: str, kind: str) -> dict:
     NOTE.append(f"{job_id} [{r['era']}] {r['type']}: completed; callback signature verified; "
                 f"S3 keys: {', '.join(keys)}")
     check_completed.last[job_id] = body
+    if r["era"] not in check_completed.shown:  # one full callback per era in the note
+        check_completed.shown.add(r["era"])
+        shown = body | {"assets": body["assets"][:1] + (["..."] if len(body["assets"]) > 1 else [])}
+        NOTE.append(f"  callback received: X-Callback-Signature {cb['headers']['X-Callback-Signature'][:23]}... "
+                    f"(verified), Authorization: Bearer ***\n  {json.dumps(shown)}")
     return body
 
 
 check_completed.last = {}
+check_completed.shown = set()
 
 
 def check_failed(world, job_id: str, words: str) -> dict:

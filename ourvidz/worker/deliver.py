@@ -9,11 +9,13 @@ from typing import Any
 
 from PIL import Image
 
+from ourvidz import layout
+
 THUMB_SIDE = 256  # the long side, as the production worker made them (WEBP, quality 85)
 
 
 def thumbnail_name(media: Path) -> Path:
-    return media.with_name(media.stem + ".thumb.webp")
+    return media.with_name(layout.thumbnail(media.name))
 
 
 def make_thumbnail(media: Path) -> Path:
