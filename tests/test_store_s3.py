@@ -72,3 +72,12 @@ def test_local_folders_work_through_the_same_path(tmp_path):
     store.check()
     [path] = store.upload([(tmp_path / "f.png", "u/j/0.png")])
     assert (tmp_path / "store" / "u" / "j" / "0.png").read_bytes() == b"x" and path.endswith("store/u/j/0.png")
+
+
+def test_an_unreachable_store_is_said_at_start_with_why(monkeypatch, s3):
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("OURVIDZ_STORE_OPTIONS", '{"retries": 1, "config_kwargs": {"retries": {"max_attempts": 1}}}')
+    with pytest.raises(ServiceError, match="cannot list workspace-temp: EndpointConnectionError"):
+        ObjectStore("s3://workspace-temp").check()

@@ -66,14 +66,13 @@ class ObjectStore:
 
     def check(self) -> None:
         """At start: the store answers and its bucket (or folder) exists."""
+        top = (self.root.split("/", 1)[0] if "/" in self.root else self.root) or self.root
         try:
-            top = self.root.split("/", 1)[0] if "/" in self.root else self.root
-            if not self.fs.exists(top or self.root):
-                raise ServiceError(f"--store {self.shown}: {top or self.root} does not exist")
-        except ServiceError:
-            raise
+            self.fs.ls(top, detail=False)  # unlike exists(), says why: refused, no credentials, ...
+        except FileNotFoundError:
+            raise ServiceError(f"--store {self.shown}: {top} does not exist") from None
         except Exception as exc:  # noqa: BLE001 - any library's failure: one line at start
-            raise ServiceError(f"--store {self.shown}: {one_line(exc)}") from None
+            raise ServiceError(f"--store {self.shown}: cannot list {top}: {one_line(exc)}") from None
 
     def path(self, key: str) -> str:
         """What the callback reports for a key."""
