@@ -78,6 +78,6 @@ def test_an_unreachable_store_is_said_at_start_with_why(monkeypatch, s3):
     for k, v in s3.env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("OURVIDZ_STORE_OPTIONS", '{"retries": 1, "config_kwargs": {"retries": {"max_attempts": 1}}}')
+    monkeypatch.setenv("OURVIDZ_STORE_OPTIONS", '{"config_kwargs": {"retries": {"max_attempts": 1}}}')
     with pytest.raises(ServiceError, match="cannot list workspace-temp: EndpointConnectionError"):
         ObjectStore("s3://workspace-temp").check()
