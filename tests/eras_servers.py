@@ -49,7 +49,11 @@ class RedisServer:
                                       "--appendonly", "no", "--dir", str(folder)],
                                      stdout=open(folder / "redis.log", "wb"), stderr=subprocess.STDOUT)
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        wait_for(self._up, 15, "redis-server to answer")
+        try:
+            wait_for(self._up, 15, "redis-server to answer")
+        except BaseException:
+            self.stop()
+            raise
         self.r = redis.Redis.from_url(self.url)
 
     def _up(self):

@@ -50,10 +50,13 @@ def fast_presets(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, request):
     base = tmp_path_factory.mktemp("eras")
-    servers = {"redis": RedisServer(tmp_path_factory.mktemp("redis")), "s3": S3Server(),
-               "callbacks": CallbackReceiver(), "images": ImageServer()}
+    servers = {}
+    for name, make in (("redis", lambda: RedisServer(tmp_path_factory.mktemp("redis"))), ("s3", S3Server),
+                       ("callbacks", CallbackReceiver), ("images", ImageServer)):
+        servers[name] = make()
+        request.addfinalizer(servers[name].stop)  # stopped even when a later step of this setup fails
     servers["images"].httpd.files["/storage/v1/object/sign/workspace-temp/big.png"] = (png_bytes((300, 200)), "image/png")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OURVIDZ_", "AWS_"))}
     env |= {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO),
@@ -64,8 +67,6 @@ def world(tmp_path_factory):
     yield servers
     if os.environ.get("OURVIDZ_ERAS_NOTE"):
         Path(os.environ["OURVIDZ_ERAS_NOTE"]).write_text("\n".join(NOTE) + "\n")
-    for name in ("redis", "s3", "callbacks", "images"):
-        servers[name].stop()
 
 
 def element_of(world, name: str) -> str:
