@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from ourvidz import __version__, errors, views
 from ourvidz.worker import keys
@@ -345,6 +344,7 @@ def batch(
 
 
 RedisUrl = Annotated[str, typer.Option("--redis", envvar="OURVIDZ_REDIS", help="Redis URL (else $OURVIDZ_REDIS).")]
+PushEnd = Annotated[Optional[str], typer.Option("--push-end", help="The end producers push at: right (production since 2025-08-16; the default), left, or per queue like 'right,wan_queue=left' (default $OURVIDZ_PUSH_END). Workers take from the other end: oldest first.")]
 
 
 @app.command()
@@ -359,6 +359,9 @@ def worker(
     heartbeat_ttl: Annotated[float, typer.Option("--heartbeat-ttl", min=1, help="Seconds without a heartbeat before this worker's jobs go back on their queues.")] = 15,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Attempts per job before it is failed with its last error.")] = 3,
     vram_budget: Annotated[Optional[float], typer.Option("--vram-budget", help="GB of GPU memory resident models may use (default 90% of the card).")] = None,
+    push_end: PushEnd = None,
+    store: Annotated[Optional[str], typer.Option("--store", help="Upload each job's files and thumbnails here (fsspec URL, e.g. s3://workspace-temp) at {user_id}/{job_id}/{i}.png; endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...")] = None,
+    reference_root: Annotated[Optional[Path], typer.Option("--reference-root", help="Folder whose images payloads may name as local reference paths (default: http(s) URLs only).")] = None,
     presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
     gpus: Gpus = 1,
 ):
@@ -368,7 +371,7 @@ def worker(
     args = dict(url=redis_url, queues=[q.strip() for q in queues.split(",") if q.strip()], out=out_dir, models=models,
                 demo=demo, device=device, vram_budget=vram_budget, callback_url=callback_url, max_jobs=max_jobs,
                 idle_exit=idle_exit, heartbeat_ttl=heartbeat_ttl, max_attempts=max_attempts, presets_dir=presets_dir,
-                log=stderr_line)
+                push_end=push_end, store=store, reference_root=reference_root, log=stderr_line)
     if gpus > 1:
         run_on_ranks(gpus, args)
     else:
@@ -384,7 +387,7 @@ def submit(
     queue: Annotated[Optional[str], typer.Option("--queue", help=f"List to push onto (default by the job's model family: {', '.join(keys.DEFAULT_QUEUES)}).")] = None,
     steps: Steps = None, guidance: Guidance = None, width: Width = None, height: Height = None,
     frames: Frames = None, num_images: NumImages = None, seed: Seed = None, negative: Negative = "",
-    enhance: Enhance = None, presets_dir: PresetsDir = None, models: ModelsFile = None,
+    enhance: Enhance = None, presets_dir: PresetsDir = None, models: ModelsFile = None, push_end: PushEnd = None,
 ):
     """Check a job, then enqueue it in the production format; prints its id."""
     from ourvidz.plan import plan_job
@@ -395,7 +398,7 @@ def submit(
                     seed=seed, negative=negative, enhance=enhance, presets_dir=presets_dir, counter=token_counter(models))
     job = payload.build(plan, seed=seed, negative=negative)
     queue = queue or keys.queue_for(plan.preset.family)
-    store.enqueue(store.connect(redis_url), job, queue)
+    store.enqueue(store.connect(redis_url), job, queue, keys.push_ends(push_end, [queue])[queue])
     err.print(f"queued {job_type} on {queue}", markup=False, highlight=False)
     out.print(job["id"], markup=False, highlight=False)
 

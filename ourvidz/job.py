@@ -123,6 +123,8 @@ def _generate(plan: JobPlan, prompt: str, pipeline, cache, on_step, parallel=Non
         prompt=prompt, negative_prompt=plan.negative.text, width=preset.width, height=preset.height,
         steps=preset.steps, guidance=preset.guidance, seeds=plan.seeds, frames=preset.frames,
         flow_shift=preset.flow_shift, weighting=plan.weighting,
+        image=plan.reference.fitted(preset.width, preset.height) if plan.reference else None,
+        strength=plan.reference.denoise_strength if plan.reference else None,
     )
     try:
         if parallel is not None:

@@ -29,6 +29,11 @@ def sidecar(name: str) -> str:
     return str(Path(name).with_suffix(".json"))
 
 
+def thumbnail(name: str) -> str:
+    """The queue worker's 256 px WebP thumbnail beside a media file: image-00.png -> image-00.thumb.webp."""
+    return Path(name).stem + ".thumb.webp"
+
+
 def job_files(media: list[str]) -> list[str]:
     """Every file a finished job holds, relative to its folder: media, sidecars, then the report."""
     return [n for f in media for n in (f, sidecar(f))] + [REPORT]

@@ -41,6 +41,7 @@ class JobPlan:
     demo_resized_from: str | None = None  # "1024x1024" when the demo shrank the preset's size
     enhancement: EnhancementSettings | None = None  # resolved at plan time when enhance is on
     weighting: bool = True  # prompt weighting syntax, (word:1.3) and word++ (sdxl); False: literal text
+    reference: Any = None  # ourvidz.reference.Reference: an image-to-image job's fetched reference
 
     @property
     def seeds(self) -> list[int]:
@@ -68,6 +69,7 @@ class JobPlan:
             "files": self.files,
             "demo_resized_from": self.demo_resized_from,
             "enhancement_settings": self.enhancement.model_dump() if self.enhancement else None,
+            **({"reference": self.reference.to_dict()} if self.reference is not None else {}),
         }
 
 
@@ -103,8 +105,14 @@ def plan_job(
     counter: TokenCounter | None = None,
     demo: bool = False,
     weighting: bool = True,
+    reference=None,
 ) -> JobPlan:
-    prompt = checked_prompt(prompt, "generate")
+    """reference: a fetched ourvidz.reference.Reference (image-to-image); its exact-copy mode
+    may have an empty prompt (an upload copied as it is)."""
+    if reference is not None and reference.mode == "exact_copy" and not " ".join((prompt or "").split()):
+        prompt = ""
+    else:
+        prompt = checked_prompt(prompt, "generate")
     # The negative prompt is not checked: it says what must NOT appear, so naming minors there
     # ("child, minor, ...", as the production system's own negative does) protects.
     overrides = overrides or Overrides()
@@ -146,4 +154,5 @@ def plan_job(
         demo_resized_from=resized,
         enhancement=settings,
         weighting=weighting,
+        reference=reference,
     )

@@ -53,6 +53,8 @@ class GenerationRequest:
     frames: int = 1
     flow_shift: float | None = None
     weighting: bool = True  # prompt weighting syntax (sdxl); False: the text is literal
+    image: Image.Image | None = None  # image-to-image: the reference, already at width x height
+    strength: float | None = None  # image-to-image denoise strength (0..1]
 
 
 @dataclass

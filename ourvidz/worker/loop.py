@@ -1,10 +1,12 @@
 """`ourvidz worker`: production jobs from Redis lists, run with resident models (one ModelCache per
 process, the one generate and batch use). The key layout is in ourvidz.worker.keys.
 
-Taking: LMOVE from each queue's right end (producers LPUSH) in --queues order, so the first
-listed wins when several have jobs; when all are empty, one BLMOVE per queue, each on its own
-connection, waits on all at once. The first job ends the wait and CLIENT UNBLOCK ends the others
-(a job another wait took in the same instant goes back where it was): no polling interval.
+Taking (ourvidz.worker.take): an atomic move from each queue's consumption end, the one opposite
+the producers' push (--push-end: production RPUSHes since 2025-08-16, so workers take from the
+left), so every list is first in, first out; one wait on all queues at once, or, where Redis
+refuses CLIENT commands, one queue at a time. A job is prepared (reference fetched, plan made:
+ourvidz.worker.prepare) before any model loads, and delivered (thumbnails, --store upload, the
+signed callback: ourvidz.worker.deliver, upload, callback) before it is recorded done.
 
 Every state change is one Lua call: starting an attempt; recording a result together with the
 acknowledgement (LREM from the processing list), only by the worker that holds the job's current
@@ -25,7 +27,6 @@ import socket
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
@@ -34,12 +35,14 @@ import redis
 from ourvidz import layout
 from ourvidz.errors import BadInput, OurvidzError, ServiceError, one_line
 from ourvidz.http_post import check_callback_url
-from ourvidz.worker import callback, payload
-from ourvidz.worker.keys import DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, WORKERS, heartbeat_key, job_key, processing_key
+from ourvidz.worker import callback, deliver, payload
+from ourvidz.worker.keys import (
+    DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, WORKERS, heartbeat_key, job_key, processing_key, push_ends, take_end,
+)
 from ourvidz.worker.store import connect, record, safe_url, text
+from ourvidz.worker.take import Taker
 from ourvidz.worker.transitions import FINISH, GIVE_BACK, REAP, START
 
-BLOCK_SECONDS = 30  # a BLMOVE's own limit; waits normally end with a job or CLIENT UNBLOCK
 REDIS_PATIENCE = 300  # how long a worker rides out a Redis outage before exiting
 
 class Worker:
@@ -47,7 +50,8 @@ class Worker:
                  demo: bool = False, device: str | None = None, vram_budget: float | None = None,
                  callback_url: str | None = None, max_jobs: int | None = None, idle_exit: float | None = None,
                  heartbeat_ttl: float = 15, max_attempts: int = 3, presets_dir=None, result_ttl: int = RESULT_TTL,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, push_end: str | None = None, store: str | None = None,
+                 reference_root: Path | None = None):
         if not queues:
             raise BadInput("--queues: name at least one queue")
         if heartbeat_ttl < 1 or max_attempts < 1:
@@ -59,6 +63,15 @@ class Worker:
         self.url, self.queues, self.out, self.presets_dir = url, list(queues), Path(out), presets_dir
         self.cache_args = {"models_file": models, "demo": demo, "device": device, "vram_budget_gb": vram_budget}
         self.callback_url, self.max_jobs, self.idle_exit = callback_url, max_jobs, idle_exit
+        self.credentials = callback.Credentials.from_env()  # never logged, never recorded
+        self.ends = push_ends(push_end, self.queues)
+        self.take_ends = {q: take_end(e) for q, e in self.ends.items()}
+        self.reference_root = Path(reference_root) if reference_root else None
+        self.store = None
+        if store:
+            from ourvidz.worker.upload import ObjectStore
+
+            self.store = ObjectStore(store)
         self.ttl, self.max_attempts, self.result_ttl = heartbeat_ttl, max_attempts, result_ttl
         self._log = log or functools.partial(print, flush=True)
         self.stopping = False
@@ -85,17 +98,19 @@ class Worker:
         self.cache = cache or ModelCache(**self.cache_args)
         self.runner = runner  # --gpus: each job on the ranks of ourvidz.ranks; else run_job here
         self.counter = token_counter(self.cache_args["models_file"], self.cache_args["demo"])
-        self.blockers = [connect(self.url, single_connection_client=True, socket_timeout=BLOCK_SECONDS + 15)
-                         for _ in self.queues]
-        self.blocker_ids = [0] * len(self.queues)
-        self.pool = ThreadPoolExecutor(len(self.queues), thread_name_prefix="ourvidz-take")
+        if self.store:
+            self.store.check()
+        self.taker = Taker(self.r, self.url, self.id, self.queues, self.take_ends, self._give_back, self.log)
         self._beat()
         self.reap(startup=True)
         beats = threading.Thread(target=self._beat_loop, name="ourvidz-heartbeat", daemon=True)
         beats.start()
         previous = self._install_signals()
-        self.log(f"worker {self.id}: queues {', '.join(self.queues)}; device {self.cache.device}; outputs in "
-                 f"{self.out}; heartbeat {self.ttl:g} s" + (" (demo models)" if self.cache.demo else ""))
+        self.log(f"worker {self.id}: queues {', '.join(f'{q} (taken from the {self.take_ends[q].lower()})' for q in self.queues)}; "
+                 f"device {self.cache.device}; outputs in {self.out}"
+                 + (f", uploaded to {self.store.shown}" if self.store else "") + f"; heartbeat {self.ttl:g} s"
+                 + (f"; callbacks {'signed' if self.credentials.secret else 'unsigned'}" if self.callback_url else "")
+                 + (" (demo models)" if self.cache.demo else ""))
         try:
             self._loop()
         except KeyboardInterrupt:
@@ -108,7 +123,7 @@ class Worker:
                 thread.join(timeout=60)
             self.release("worker stopped")  # a no-op unless a job is still in hand
             self._deregister()
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.taker.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         self.log(f"worker {self.id}: stopped after {self.jobs_done} job(s)")
@@ -116,9 +131,19 @@ class Worker:
 
     def connect(self) -> None:
         self.r = connect(self.url, socket_timeout=30)
-        version = text(self.r.info("server").get("redis_version", "0"))
-        if tuple(int(x) for x in version.split(".")[:2]) < (6, 2):
+        try:
+            version = text(self.r.info("server").get("redis_version", "0"))
+        except redis.ResponseError:  # a managed service may refuse INFO: LMOVE below says enough
+            version = "6.2"
+        if tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < (6, 2):
             raise ServiceError(f"Redis {version} at {safe_url(self.url)} lacks BLMOVE; the worker needs 6.2 or later")
+        for what, probe in (("Lua scripts (EVAL)", lambda: self.r.eval("return 1", 0)),
+                            ("LMOVE", lambda: self.r.lmove("ourvidz:probe", "ourvidz:probe"))):
+            try:
+                probe()
+            except redis.ResponseError as exc:
+                raise ServiceError(f"Redis at {safe_url(self.url)} refuses {what} ({str(exc)[:120]}); the worker "
+                                   "needs Redis 6.2+ with LMOVE/BLMOVE, EVAL/EVALSHA and lists") from None
         self.scripts = {name: self.r.register_script(src) for name, src in
                         (("start", START), ("finish", FINISH), ("reap", REAP), ("give_back", GIVE_BACK))}
 
@@ -173,40 +198,19 @@ class Worker:
                 pipe.llen(processing_key(self.id, q))
             if any(pipe.execute()):  # a move whose reply a dropped connection lost
                 self.release("job taken but its reply lost")
-        for q in self.queues:
-            raw = self.r.lmove(q, processing_key(self.id, q), "RIGHT", "LEFT")
-            if raw is not None:
-                return q, raw
-        futures = [self.pool.submit(self._wait_on, i) for i in range(len(self.queues))]
-        try:
-            while not self.stopping and not (deadline is not None and time.monotonic() >= deadline):
-                if wait(futures, timeout=0.25, return_when=FIRST_COMPLETED).done:
-                    break
-        finally:
-            while not all(f.done() for f in futures):
-                for i, f in enumerate(futures):
-                    if not f.done() and self.blocker_ids[i]:
-                        self.r.client_unblock(self.blocker_ids[i])  # its BLMOVE returns as if timed out
-                wait(futures, timeout=0.2)
-        got = [(q, f.result()) for q, f in zip(self.queues, futures) if not f.exception() and f.result() is not None]
-        keep = got[0] if got and not self.stopping else None
-        for q, raw in got:
-            if (q, raw) != keep:
-                self.scripts["give_back"](keys=[processing_key(self.id, q), q], args=[raw])
-        errors = [f.exception() for f in futures if f.exception()]
-        if errors and keep is None:
-            raise errors[0]
-        return keep
+        return self.taker.take(lambda: self.stopping, lambda: deadline is not None and time.monotonic() >= deadline)
 
-    def _wait_on(self, i: int) -> bytes | None:
-        conn, q = self.blockers[i], self.queues[i]
-        self.blocker_ids[i] = conn.client_id()
-        return conn.blmove(q, processing_key(self.id, q), BLOCK_SECONDS, "RIGHT", "LEFT")
+    def _refill(self, queue: str, ends: dict | None = None) -> str:
+        """The push that puts a job back on the consumption end (it was next, it stays next)."""
+        return "RPUSH" if (ends or self.take_ends).get(queue, "LEFT") == "RIGHT" else "LPUSH"
+
+    def _give_back(self, queue: str, raw: bytes) -> None:
+        self.scripts["give_back"](keys=[processing_key(self.id, queue), queue], args=[raw, self._refill(queue)])
 
     # ---------------------------------------------------------------- running it
     def _handle(self, queue: str, raw: bytes) -> None:
         from ourvidz.job import run_job
-        from ourvidz.plan import plan_job
+        from ourvidz.worker.prepare import prepare
 
         try:
             spec, problem = payload.parse(raw, self.presets_dir), None
@@ -216,8 +220,7 @@ class Worker:
         now, out_dir = time.time(), layout.worker_job_dir(self.out, job_id)
         fields = {"id": job_id, "queue": queue, "started_at": now, "progress": ""}
         if spec:
-            fields |= {"type": spec.job_type, "prompt": spec.prompt[:500], "note": "; ".join(spec.notes),
-                       "out_dir": str(out_dir.resolve())}
+            fields |= spec.record_fields() | {"out_dir": str(out_dir.resolve())}
         attempt = self._retrying(self.scripts["start"], [job_key(job_id)], [self.id, *_flat(fields)])
         if attempt < 0:
             self.log(f"{job_id}: already {'completed' if attempt == -1 else 'running'}; dropping the repeated payload")
@@ -227,40 +230,42 @@ class Worker:
         self.current = (job_id, spec.job_type if spec else "", now)
         self._beat()
         self.log(f"{label}: taken from {queue}, attempt {attempt}/{self.max_attempts}")
-        result, error, retry = None, None, False
+        result, error, retry, delivered = None, None, False, None
         try:
             if problem:
                 raise problem
             if out_dir.exists():  # left by an attempt that died; a completed job never gets here
                 shutil.rmtree(out_dir)
-            plan = plan_job(spec.job_type, spec.prompt, overrides=spec.overrides, seed=spec.seed,
-                            negative=spec.negative, enhance=spec.enhance, out_dir=out_dir,
-                            presets_dir=self.presets_dir, counter=self.counter,
-                            demo=self.cache.source(spec.preset.family).is_demo)
+            plan = prepare(spec, out_dir=out_dir, presets_dir=self.presets_dir, counter=self.counter,
+                           demo=self.cache.source(spec.preset.family).is_demo, reference_root=self.reference_root)
             result = (self.runner or run_job)(plan, self.cache, self._progress(job_key(job_id)))
+            delivered = deliver.deliver(result, spec, self.store)  # every upload done before it counts as done
         except OurvidzError as exc:  # the same job would fail the same way again unless retryable
-            error, retry = str(exc), exc.retryable and attempt < self.max_attempts
+            result, error, retry = None, str(exc), exc.retryable and attempt < self.max_attempts
         except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retried, then recorded
-            error, retry = one_line(exc), attempt < self.max_attempts
+            result, error, retry = None, one_line(exc), attempt < self.max_attempts
         finally:
             self.current = None
-        self._finish(queue, raw, job_id, attempt, result, error, retry, label)
+        self._finish(queue, raw, job_id, attempt, result, error, retry, label, spec, delivered)
 
-    def _finish(self, queue, raw, job_id, attempt, result, error, retry, label) -> None:
+    def _finish(self, queue, raw, job_id, attempt, result, error, retry, label, spec=None, delivered=None) -> None:
         assets: list[str] = []
         if result is not None:
             report = result.report
             assets = [str(p.resolve()) for p in result.files if p.suffix in (".png", ".mp4")]
             timings = {"total": report["total"], "load": sum(report["load"].values()), **report["phases"]}
             fields = {"state": "completed", "error": "", "seed": result.plan.seed, "assets": json.dumps(assets),
-                      "files": json.dumps([str(p.resolve()) for p in result.files]), "timings": json.dumps(timings)}
+                      "files": json.dumps([str(p.resolve()) for p in result.files]), "timings": json.dumps(timings),
+                      "stored": json.dumps(delivered["stored"]), "note": "; ".join(spec.notes),
+                      "reference": json.dumps(result.plan.reference.to_dict()) if result.plan.reference else ""}
         elif retry:
             fields = {"state": "queued", "error": f"attempt {attempt} failed: {error}; requeued"}
         else:
             fields = {"state": "failed", "error": error}
         fields |= {"progress": ""} if retry else {"progress": "", "finished_at": time.time()}
+        back = "lpush" if self.ends.get(queue, "right") == "left" else "rpush"  # the producers' end: the back
         recorded = self._retrying(self.scripts["finish"], [job_key(job_id), processing_key(self.id, queue), queue],
-                                  [self.id, attempt, raw, 0 if retry else self.result_ttl, "lpush" if retry else "",
+                                  [self.id, attempt, raw, 0 if retry else self.result_ttl, back if retry else "",
                                    *_flat(fields)])
         if not recorded:
             self.log(f"{label}: another worker took this job over (this one was given up on); result dropped")
@@ -271,7 +276,10 @@ class Worker:
         else:
             self.log(f"{label}: failed: {error}")
         if recorded and not retry:
-            self._callback(job_id, fields["state"], assets, error)
+            if delivered:
+                self._callback(job_id, "completed", delivered["assets"], None, delivered["metadata"])
+            else:
+                self._callback(job_id, "failed", [], error, {"job_type": spec.job_type, "era": spec.era} if spec else {})
 
     def _progress(self, key: str):
         last = [0.0]
@@ -286,12 +294,13 @@ class Worker:
 
         return on_step
 
-    def _callback(self, job_id: str, status: str, assets: list[str], error: str | None) -> None:
+    def _callback(self, job_id: str, status: str, assets: list, error: str | None, metadata=None) -> None:
         if not self.callback_url:
             return
 
         def send():
-            outcome = callback.post_callback(self.callback_url, callback.callback_body(job_id, status, assets, error))
+            outcome = callback.post_callback(self.callback_url, callback.callback_body(job_id, status, assets, error,
+                                                                                         metadata), self.credentials)
             try:
                 self.r.hset(job_key(job_id), "callback", outcome)
             except redis.RedisError:
@@ -309,7 +318,7 @@ class Worker:
         state = {"beat": time.time(), "jobs_done": self.jobs_done, "job": job and job[0],
                  "job_type": job and job[1], "job_started_at": job and job[2]}
         info = {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.cache.device),
-                "queues": self.queues, "started_at": self.started_at}
+                "queues": self.queues, "take_ends": self.take_ends, "started_at": self.started_at}
         with self.r.pipeline(transaction=False) as pipe:
             pipe.set(heartbeat_key(self.id), json.dumps(state), px=int(self.ttl * 1000))
             pipe.hset(WORKERS, self.id, json.dumps(info))  # again each beat: back if given up on
@@ -328,13 +337,15 @@ class Worker:
 
     def reap(self, startup: bool = False) -> None:
         """Put the jobs of workers whose heartbeat expired back on their queues."""
-        lists = {text(w): set(json.loads(info).get("queues", [])) for w, info in self.r.hgetall(WORKERS).items()}
+        registry = {text(w): json.loads(info) for w, info in self.r.hgetall(WORKERS).items()}
+        lists = {w: set(info.get("queues", [])) for w, info in registry.items()}
         if startup:  # also lists of workers in no registry (one that crashed at the worst moment)
             for key in self.r.scan_iter(match="ourvidz:processing:*", count=1000):
                 wid, q = text(key).split(":", 3)[2:]
                 lists.setdefault(wid, set()).add(q)
         for wid, queues in lists.items():
-            if wid != self.id and self._requeue(wid, queues, False, f"worker {wid} stopped (heartbeat expired)"):
+            ends = registry.get(wid, {}).get("take_ends")
+            if wid != self.id and self._requeue(wid, queues, False, f"worker {wid} stopped (heartbeat expired)", ends):
                 if not self.r.exists(heartbeat_key(wid)):
                     self.r.hdel(WORKERS, wid)
 
@@ -345,10 +356,11 @@ class Worker:
         except redis.RedisError as exc:
             self.log(f"could not hand jobs back ({exc}); another worker will once the heartbeat expires")
 
-    def _requeue(self, wid: str, queues, force: bool, reason: str) -> bool:
+    def _requeue(self, wid: str, queues, force: bool, reason: str, ends: dict | None = None) -> bool:
         for q in sorted(queues):
             res = self.scripts["reap"](keys=[heartbeat_key(wid), processing_key(wid, q), q],
-                                       args=[int(force), self.max_attempts, time.time(), reason, self.result_ttl])
+                                       args=[int(force), self.max_attempts, time.time(), reason, self.result_ttl,
+                                             self._refill(q, ends)])
             if res is None:
                 return False  # alive
             if res[0]:

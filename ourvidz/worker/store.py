@@ -14,20 +14,20 @@ from ourvidz.errors import BadInput, ServiceError
 from ourvidz.redact import mask_url
 from ourvidz.worker.keys import DEFAULT_QUEUES, WORKERS, heartbeat_key, job_key, processing_key
 
-JSON_FIELDS = ("files", "assets", "timings")
+JSON_FIELDS = ("files", "assets", "timings", "reference", "ignored", "unknown", "stored")
 
 
 def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def enqueue(client, job: dict[str, Any], queue: str) -> None:
-    """Record the job as queued and LPUSH it (the production producers' end), in one transaction."""
+def enqueue(client, job: dict[str, Any], queue: str, push_end: str = "right") -> None:
+    """Record the job as queued and push it at the producers' end (--push-end), in one transaction."""
     fields = {"id": job["id"], "type": job["type"], "state": "queued", "queue": queue, "attempts": 0,
               "queued_at": time.time(), "prompt": job["prompt"][:500]}
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(job_key(job["id"]), mapping=fields)
-        pipe.lpush(queue, json.dumps(job))
+        (pipe.rpush if push_end == "right" else pipe.lpush)(queue, json.dumps(job))
         pipe.execute()
 
 
@@ -43,7 +43,8 @@ def record(client, job_id: str) -> dict[str, Any] | None:
 
 
 STATUS_ORDER = ("id", "type", "state", "queue", "worker", "attempts", "progress", "error", "note", "prompt",
-                "queued_at", "started_at", "finished_at", "timings", "seed", "out_dir", "assets", "files", "callback")
+                "queued_at", "started_at", "finished_at", "timings", "seed", "era", "user_id", "reference",
+                "compel_weights", "ignored", "unknown", "out_dir", "assets", "files", "stored", "callback")
 
 
 def describe(rec: dict[str, Any]) -> str:

@@ -15,17 +15,20 @@ redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1], unpack(ARGV, 
 redis.call('PERSIST', KEYS[1])
 return n
 """
-# KEYS: job, processing, queue. ARGV: worker, attempt, payload, ttl, 'lpush' to retry, field, value, ...
+# KEYS: job, processing, queue. ARGV: worker, attempt, payload, ttl, the producers' push ('lpush' or 'rpush') to
+# retry (at the back of the queue) or '', field, value, ...
 FINISH = """
 local mine = redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[1], 'attempts') == ARGV[2]
 local removed = redis.call('LREM', KEYS[2], 1, ARGV[3])
 if not mine then return 0 end
-if ARGV[5] == 'lpush' and removed == 1 then redis.call('LPUSH', KEYS[3], ARGV[3]) end
+if (ARGV[5] == 'lpush' or ARGV[5] == 'rpush') and removed == 1 then redis.call(ARGV[5], KEYS[3], ARGV[3]) end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 return 1
 """
-# KEYS: heartbeat, processing, queue. ARGV: force, max attempts, now, reason, ttl.
+# KEYS: heartbeat, processing, queue. ARGV: force, max attempts, now, reason, ttl, the push onto the
+# consumption end ('RPUSH' when workers take from the right, 'LPUSH' from the left).
+# The id is read through the producers' wrappers: ["<payload>"] (2026-02 on) and {"data": "<payload>"}.
 # -> nil if the worker is alive (and not forced), else {number requeued, failed payload, ...}.
 REAP = """
 if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -34,6 +37,8 @@ while true do
   local raw = redis.call('LPOP', KEYS[2])
   if not raw then break end
   local ok, job = pcall(cjson.decode, raw)
+  if ok and type(job) == 'table' and type(job[1]) == 'string' then ok, job = pcall(cjson.decode, job[1]) end
+  if ok and type(job) == 'table' and type(job.data) == 'string' then ok, job = pcall(cjson.decode, job.data) end
   local id = ok and type(job) == 'table' and (job.id or job.job_id or job.jobId) or nil
   local key = (type(id) == 'string' or type(id) == 'number') and ('ourvidz:job:' .. tostring(id)) or nil
   local n = key and tonumber(redis.call('HGET', key, 'attempts') or '0') or 0
@@ -44,11 +49,14 @@ while true do
     if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', key, ARGV[5]) end
     table.insert(out, raw)
   else
-    redis.call('RPUSH', KEYS[3], raw)
+    redis.call(ARGV[6] == 'LPUSH' and 'LPUSH' or 'RPUSH', KEYS[3], raw)
     out[1] = out[1] + 1
     if key then redis.call('HSET', key, 'state', 'queued', 'progress', '', 'error', why .. '; requeued') end
   end
 end
 return out
 """
-GIVE_BACK = "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[1]) end"
+# KEYS: processing, queue. ARGV: payload, the push onto the consumption end ('RPUSH' or 'LPUSH').
+GIVE_BACK = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then redis.call(ARGV[2] == 'LPUSH' and 'LPUSH' or 'RPUSH', KEYS[2], ARGV[1]) end
+"""

@@ -1,4 +1,6 @@
 """SDXL: StableDiffusionXLPipeline, all images of a job in one batched call, one generator a seed.
+Image-to-image (a reference image and a denoise strength) runs StableDiffusionXLImg2ImgPipeline
+made with from_pipe on the same resident components: no second load, no extra memory.
 
 Weights come as a diffusers folder (or hub id), the demo folder, or a single-file checkpoint
 (the production system's LUSTIFY .safetensors) whose configs and tokenizers are read from a
@@ -75,12 +77,23 @@ class SDXLFamily(FamilyPipeline):
     def tokenizer(self):
         return self.pipe.tokenizer
 
+    def img2img_pipe(self):
+        """StableDiffusionXLImg2ImgPipeline sharing this pipeline's modules (made once)."""
+        if getattr(self, "_img2img", None) is None:
+            from diffusers import StableDiffusionXLImg2ImgPipeline
+
+            self._img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(self.pipe)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
     def generate(self, req: GenerationRequest, on_step=None, parallel=None) -> GenerationOutput:
         if parallel is not None and parallel.world > 1:  # one job on N ranks: ourvidz.distributed
             from ourvidz.distributed import parallel_generate
 
             return parallel_generate(self, req, on_step, parallel)
         pipe, dev, out = self.pipe, self.device, GenerationOutput()
+        if req.image is not None:
+            return self.generate_img2img(req, on_step)
         with torch.inference_mode():
             # The text encoders run once per job; the embeddings are repeated for every image.
             with timed(out.phases, "encode", dev):
@@ -99,6 +112,27 @@ class SDXLFamily(FamilyPipeline):
                     negative_pooled_prompt_embeds=nppe, width=req.width, height=req.height,
                     num_inference_steps=req.steps, guidance_scale=req.guidance, generator=generators(req.seeds),
                     output_type="latent", callback_on_step_end=step_callback(on_step, req.steps),
+                ).images
+            with timed(out.phases, "decode", dev):
+                out.images = self.decode(latents)
+        return out
+
+    def generate_img2img(self, req: GenerationRequest, on_step=None) -> GenerationOutput:
+        """The reference image noised to `strength` and denoised with the prompt: int(steps * strength)
+        steps run (diffusers' rule), all images of the job in one batch, one generator a seed."""
+        pipe, dev, out = self.img2img_pipe(), self.device, GenerationOutput()
+        runs = max(1, int(req.steps * req.strength))
+        with torch.inference_mode():
+            with timed(out.phases, "encode", dev):
+                pe, npe, ppe, nppe = pipe.encode_prompt(
+                    req.prompt, device=dev, num_images_per_prompt=len(req.seeds),
+                    do_classifier_free_guidance=req.guidance > 1.0, negative_prompt=req.negative_prompt or None)
+            with timed(out.phases, "denoise", dev):
+                latents = pipe(
+                    prompt_embeds=pe, negative_prompt_embeds=npe, pooled_prompt_embeds=ppe,
+                    negative_pooled_prompt_embeds=nppe, image=req.image, strength=req.strength,
+                    num_inference_steps=req.steps, guidance_scale=req.guidance, generator=generators(req.seeds),
+                    output_type="latent", callback_on_step_end=step_callback(on_step, runs),
                 ).images
             with timed(out.phases, "decode", dev):
                 out.images = self.decode(latents)
