@@ -41,6 +41,7 @@ from ourvidz.worker.era_common import (  # noqa: F401 - the shared names are par
 )
 from ourvidz.worker.era_shapes import _august, _camel, _data_era, _july
 
+
 def _decode(element: Any) -> tuple[Any, bytes, str | None]:
     """The JSON value of the element, the raw bytes (for fallback ids) and the wrapper it came in."""
     if isinstance(element, (bytes, bytearray, memoryview)):
