@@ -281,13 +281,14 @@ RedisUrl = Annotated[str, typer.Option("--redis", envvar="OURVIDZ_REDIS", help="
 def worker(
     redis_url: RedisUrl = keys.DEFAULT_URL,
     queues: Annotated[str, typer.Option("--queues", help="Comma-separated lists to take jobs from; the first listed goes first.")] = ",".join(keys.DEFAULT_QUEUES),
-    out_dir: Annotated[Path, typer.Option("--out", help="Outputs go to OUT/<job id>/ (a shared filesystem for a fleet).")] = Path("outputs"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Outputs go to OUT/jobs/<job id>/ (a shared filesystem for a fleet).")] = Path("outputs"),
     callback_url: Annotated[Optional[str], typer.Option("--callback-url", help="POST {job_id, status, assets, error_message} here when a job ends.")] = None,
     max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", min=1, help="Exit after this many jobs.")] = None,
     idle_exit: Annotated[Optional[float], typer.Option("--idle-exit", min=0, help="Exit after this many seconds without a job.")] = None,
     heartbeat_ttl: Annotated[float, typer.Option("--heartbeat-ttl", min=1, help="Seconds without a heartbeat before this worker's jobs go back on their queues.")] = 15,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Attempts per job before it is failed with its last error.")] = 3,
     vram_budget: Annotated[Optional[float], typer.Option("--vram-budget", help="GB of GPU memory resident models may use (default 90% of the card).")] = None,
+    job_timeout: Annotated[float, typer.Option("--job-timeout", help="Seconds a job may run; past it the job fails (not retried) and the worker goes on.")] = 1800,
     presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
 ):
     """Take jobs from Redis queues (the production format) and run them with resident models."""
@@ -295,7 +296,7 @@ def worker(
 
     Worker(redis_url, queues=[q.strip() for q in queues.split(",") if q.strip()], out=out_dir, models=models, demo=demo,
            device=device, vram_budget=vram_budget, callback_url=callback_url, max_jobs=max_jobs, idle_exit=idle_exit,
-           heartbeat_ttl=heartbeat_ttl, max_attempts=max_attempts, presets_dir=presets_dir,
+           heartbeat_ttl=heartbeat_ttl, max_attempts=max_attempts, presets_dir=presets_dir, job_timeout=job_timeout,
            log=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True)).run()
 
 

@@ -53,6 +53,11 @@ def to_json(obj: Any) -> bytes:
     return json.dumps(obj, indent=2, default=str).encode("utf-8") + b"\n"
 
 
+def to_compact_json(obj: Any) -> bytes:
+    """For files rewritten often (a batch's manifest): no indentation, a few times faster and smaller."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8") + b"\n"
+
+
 def a1111_parameters(prompt: str, negative: str, steps: int, sampler: str, cfg: float, seed: int,
                      width: int, height: int, model: str, extra: dict[str, Any] | None = None) -> str:
     """The text other tools (A1111, ComfyUI loaders, civitai) parse from a PNG's "parameters" chunk."""

@@ -70,9 +70,11 @@ def _id_of(data: dict[str, Any], raw: bytes) -> str:
     if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
         raise MalformedJob(f"the payload has no usable 'id' (got {value!r})", fallback_id(raw))
     job_id = str(value)
-    if not ID_RE.fullmatch(job_id):  # recorded under it all the same: the producer knows it by that id
-        raise MalformedJob(f"id {job_id[:80]!r} cannot name an output folder (letters, digits, '.', '_', '-'; "
-                           "at most 128)", job_id)
+    if not ID_RE.fullmatch(job_id):  # recorded under it all the same (the producer knows it by that id),
+        # unless it is too long to be a key or a log line: then under the payload's hash
+        raise MalformedJob(f"id {short(job_id)} cannot name an output folder (letters, digits, '.', '_', '-'; "
+                           f"at most 128; this one has {len(job_id)})",
+                           job_id if len(job_id) <= 128 else fallback_id(raw))
     return job_id
 
 

@@ -52,3 +52,6 @@ end
 return out
 """
 GIVE_BACK = "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[1]) end"
+# KEYS: job. ARGV: worker, attempt -> 1 while this attempt holds the job (checked right before its
+# folder is promoted), else 0.
+MINE = "return (redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[1], 'attempts') == ARGV[2]) and 1 or 0"
