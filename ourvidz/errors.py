@@ -11,6 +11,7 @@ EXIT_WEIGHTS = 4  # weights missing, broken or not configured
 EXIT_OUT_OF_MEMORY = 5  # the GPU ran out of memory
 EXIT_GENERATION = 6  # a model failed while generating
 EXIT_SERVICE = 7  # Redis (or another service) unreachable
+EXIT_DISK_FULL = 8  # no space left on the device (or over quota) while writing
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM; finished outputs are kept
 
 
@@ -44,6 +45,10 @@ class GenerationFailed(OurvidzError):
 
 class ServiceError(OurvidzError):
     exit_code = EXIT_SERVICE
+
+
+class DiskFull(OurvidzError):
+    exit_code = EXIT_DISK_FULL  # retryable: another worker's disk, or this one once space is freed
 
 
 class Interrupted(OurvidzError):
