@@ -30,13 +30,25 @@ out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") els
 err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 140)
 
 
+def _masked(message: object) -> str:
+    """Every error line goes out with the secrets of the URLs this command was given masked (the
+    --redis and --callback-url values, $OURVIDZ_REDIS), in any form, and every URL in it masked."""
+    from ourvidz.redact import mask_text, url_secrets
+
+    given = [a.split("=", 1)[1] if a.startswith("--") and "=" in a else a for a in sys.argv[1:]]
+    found = [s for a in [*given, os.environ.get("OURVIDZ_REDIS", "")] if "://" in a for s in url_secrets(a)]
+    from rich.markup import escape
+
+    return escape(mask_text(str(message), found))  # a message may quote [brackets] of user input
+
+
 def handled(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except errors.OurvidzError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {_masked(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]; finished outputs are kept")
@@ -46,7 +58,7 @@ def handled(fn):
         except Exception as exc:  # a bug: still one line unless asked for the traceback
             if os.environ.get("OURVIDZ_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} "
+            err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {_masked(exc)} "
                       "(set OURVIDZ_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
             raise typer.Exit(errors.EXIT_BUG) from None
 
@@ -193,20 +205,36 @@ def generate(
         presets_dir=presets_dir, models=models, demo=demo, device=device, random_weights=random_weights,
         step_cache=step_cache, compile=compile_,
     )
-    plans = gen.make_plans(request)
+    numbered, failures = gen.make_numbered_plans(request, keep_going=prompt_file is not None)
+    plans = [plan for _, plan in numbered]
+    planning_failures = len(failures)
+    for _, exc in failures:  # a prompt file goes on past a prompt that fails; each is reported
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     if dry_run:
         for plan in plans:
             out.print(plan_panel(plan, gen.describe_models(request, plan)))
-        return
-    cache = gen.cache_for(request, jobs=len(plans))
-    if cache.demo:
-        why = "--demo" if demo else "no models file"
-        err.print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo models; "
-                  "see `ourvidz models`)")
-    for plan in plans:
-        with step_progress(out, plan.job_type) as on_step:
-            result = run_job(plan, cache, on_step)
+    elif plans:
+        cache = gen.cache_for(request, jobs=len(plans))
+        if cache.demo:
+            why = "--demo" if demo else "no models file"
+            err.print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo models; "
+                      "see `ourvidz models`)")
+    for n, plan in ([] if dry_run else numbered):
+        try:
+            with step_progress(out, plan.job_type) as on_step:
+                result = run_job(plan, cache, on_step)
+        except errors.OurvidzError as exc:
+            if prompt_file is None or isinstance(exc, (errors.DiskFull, errors.Interrupted)):
+                raise
+            failures.append((n, errors.reworded(exc, f"{prompt_file} prompt {n}: {exc}")))
+            err.print(f"[bold red]error:[/] {failures[-1][1]}", highlight=False, soft_wrap=True)
+            continue
         print_result(out, result)
+    if failures:
+        failures.sort(key=lambda f: f[0])
+        first = failures[0][1]
+        raise errors.reworded(first, f"{len(failures)} of {len(numbered) + planning_failures} prompts failed "
+                                     f"(first: {first})")
 
 
 @app.command()

@@ -55,6 +55,12 @@ class Interrupted(OurvidzError):
     exit_code = EXIT_INTERRUPTED
 
 
+def reworded(exc: OurvidzError, message: str) -> OurvidzError:
+    """The same kind of error (its exit code, whether retryable) with another message."""
+    kind = next(c for c in type(exc).__mro__ if c.__module__ == __name__)
+    return kind(message)
+
+
 def one_line(exc: BaseException) -> str:
     """An unexpected exception as one short line: its type and the first line of its message."""
     text = str(exc).strip().splitlines()

@@ -70,6 +70,13 @@ def replay_request(request: Request) -> Request:
 
 
 def make_plans(request: Request) -> list[JobPlan]:
+    return [plan for _, plan in make_numbered_plans(request)[0]]
+
+
+def make_numbered_plans(request: Request, keep_going: bool = False):
+    """([(prompt number, plan)], [(prompt number, error)]): with keep_going, a prompt file's prompt
+    that cannot be planned is reported and the others go on; otherwise the first problem is raised."""
+    from ourvidz.errors import OurvidzError, reworded
     from ourvidz.families.weights import token_counter
 
     if request.from_metadata:
@@ -92,7 +99,7 @@ def make_plans(request: Request) -> list[JobPlan]:
     if request.step_cache is not None and not families.get(family).step_cache:
         can = ", ".join(n for n, f in families.FAMILIES.items() if f.step_cache)
         raise BadInput(f"--step-cache (first-block cache) works on the {can} family only")
-    plans = []
+    plans, failures = [], []
     prompts_dir = request.out_dir or layout.prompt_file_dir(request.job_type)
     for i, prompt in enumerate(prompts):
         out_dir = request.out_dir
@@ -101,16 +108,19 @@ def make_plans(request: Request) -> list[JobPlan]:
             # with --seed every prompt would land in the same one.
             out_dir = layout.prompt_dir(prompts_dir, i)
         try:
-            plans.append(plan_job(
+            plans.append((i + 1, plan_job(
                 request.job_type, prompt, overrides=request.overrides, seed=request.seed,
                 negative=request.negative, auto_negative=request.auto_negative, enhance=request.enhance,
                 out_dir=out_dir, presets_dir=request.presets_dir, counter=counter, demo=demo,
-            ))
-        except BadInput as exc:
-            if request.prompt_file:
-                raise BadInput(f"{request.prompt_file} prompt {i + 1}: {exc}") from None
-            raise
-    return plans
+            )))
+        except OurvidzError as exc:
+            if not request.prompt_file:
+                raise
+            named = reworded(exc, f"{request.prompt_file} prompt {i + 1}: {exc}")
+            if not keep_going:
+                raise named from None
+            failures.append((i + 1, named))
+    return plans, failures
 
 
 def describe_models(request: Request, plan: JobPlan) -> str:
