@@ -150,6 +150,10 @@ class JobDirs:
     def discard(self, attempt_dir: Path | None) -> None:
         if attempt_dir is not None:
             shutil.rmtree(attempt_dir, ignore_errors=True)
+            try:
+                self.attempts.rmdir()  # the job's attempts folder, once nothing is left in it
+            except OSError:
+                pass
 
     def clean(self) -> None:
         """Once the job is recorded: every attempt folder of it goes."""
