@@ -380,6 +380,10 @@ def queue_overview(redis_url: RedisUrl = keys.DEFAULT_URL,
 
 
 def main():
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # as python -m ourvidz does: 130, not 143
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(errors.EXIT_INTERRUPTED))
     app()
 
 
