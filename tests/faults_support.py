@@ -39,6 +39,7 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
 
 class RedisServer:
     def __init__(self, folder: Path, aof: bool = False):
+        folder.mkdir(parents=True, exist_ok=True)
         server = shutil.which("redis-server")
         if server is None:
             pytest.fail("redis-server is not installed (bash scripts/setup.sh --tests, or apt-get install redis-server)")
