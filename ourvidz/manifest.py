@@ -15,7 +15,7 @@ from typing import Any
 from ourvidz import layout
 from ourvidz.errors import BadInput
 from ourvidz.layout import LOCK, MANIFEST
-from ourvidz.outputs import atomic_replace, to_compact_json
+from ourvidz.outputs import NO_SPACE, atomic_replace, disk_full, to_compact_json
 
 
 def now() -> str:
@@ -101,8 +101,14 @@ def batch_lock(batch_dir: Path):
     except ImportError:  # not POSIX: no lock
         yield
         return
-    batch_dir.mkdir(parents=True, exist_ok=True)
-    with open(batch_dir / LOCK, "a+") as f:
+    try:
+        batch_dir.mkdir(parents=True, exist_ok=True)
+        f = open(batch_dir / LOCK, "a+")
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise disk_full(exc, batch_dir / LOCK) from None
+        raise
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
