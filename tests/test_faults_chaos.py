@@ -91,7 +91,7 @@ def worker_chaos(base: Path, jobs: int, workers: int, events: int, seed: int) ->
             assert marker["attempt"] <= int(rec["attempts"])
         else:  # failed by design: killed at every one of its attempts
             assert "gave up after" in rec["error"], rec
-    check_job_folders(out, records)
+    leftovers = check_job_folders(out, records)
     assert foreign_rec["state"] == "failed" and "not made by an ourvidz worker" in foreign_rec["error"]
     assert snapshot(foreign) == before
     assert "unexpected" not in log and "Traceback" not in log
@@ -100,7 +100,8 @@ def worker_chaos(base: Path, jobs: int, workers: int, events: int, seed: int) ->
             "attempts": dict(sorted(Counter(int(r["attempts"]) for r in records.values()).items())),
             "took over (stale results dropped)": log.count("another worker took this job over"),
             "adopted an earlier attempt's output": log.count("complete output is already in"),
-            "heartbeat outage lines": heartbeat_lines, "seconds": round(time.monotonic() - t0)}
+            "heartbeat outage lines": heartbeat_lines, "stale attempt folders left": len(leftovers),
+            "seconds": round(time.monotonic() - t0)}
 
 
 def test_worker_chaos_short(tmp_path):

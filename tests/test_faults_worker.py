@@ -82,7 +82,7 @@ def test_a_job_id_never_names_a_folder_outside_the_namespace(fleet):
     assert foreign["attempts"] == "1"
     assert snapshot([out / "keepme" / "manifest.json", out / "jobs" / "foreign" / "precious.txt"]) == before
     assert sorted(p.name for p in (out / "keepme").iterdir()) == ["manifest.json"]
-    check_job_folders(out, {"keepme": keep})
+    assert check_job_folders(out, {"keepme": keep}) == []
 
 
 def test_a_stale_attempt_neither_touches_the_winners_files_nor_fails_the_job(fleet):
