@@ -99,6 +99,16 @@ class Fleet:
         except Exception:
             return 0
 
+    def busy(self) -> list[subprocess.Popen]:
+        """The live workers whose heartbeat says they are running a job."""
+        try:
+            r = self.redis.client()
+            pids = {json.loads(info)["pid"] for wid, info in r.hgetall(WORKERS).items()
+                    if (beat := r.get(f"ourvidz:worker:{store.text(wid)}")) and json.loads(beat).get("job")}
+        except Exception:
+            return []
+        return [p for p in self.alive() if p.pid in pids]
+
     def log(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("worker-*.log")))
 

@@ -51,10 +51,14 @@ def worker_chaos(base: Path, jobs: int, workers: int, events: int, seed: int) ->
             fleet.start()
         wait_for(lambda: fleet.registered() >= workers, 240, "the workers to register")
         ids = [f"chaos-{i:03d}" for i in range(jobs)]
-        push(redis.client(), [image_job(i, steps=rng.randint(20, 120)) for i in ids] + [image_job("foreign")])
+        push(redis.client(), [image_job(i, steps=rng.randint(60, 300)) for i in ids] + [image_job("foreign")])
         restart_at = rng.randint(1, max(1, events - 1))
         for n in range(events):
-            time.sleep(rng.uniform(1.0, 4.0))
+            time.sleep(rng.uniform(0.5, 3.0))
+            try:  # strike while jobs are running (workers spend a while starting up)
+                wait_for(fleet.busy, 60, "a worker running a job", interval=0.2)
+            except AssertionError:
+                break  # nothing left to run
             if n == restart_at:
                 redis.stop(kill=True)  # kill -9: what is not in the AOF is lost
                 time.sleep(rng.uniform(1.0, 3.0))
@@ -64,7 +68,7 @@ def worker_chaos(base: Path, jobs: int, workers: int, events: int, seed: int) ->
             alive = fleet.alive()
             if not alive:
                 break
-            victim = rng.choice(alive)
+            victim = rng.choice(fleet.busy() or alive)
             if rng.random() < 0.6:
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
@@ -72,7 +76,7 @@ def worker_chaos(base: Path, jobs: int, workers: int, events: int, seed: int) ->
                 fleet.start()  # the supervisor restarts it
             else:
                 victim.send_signal(signal.SIGSTOP)
-                time.sleep(rng.uniform(0.5, 3 * TTL))  # often past the TTL: its job is taken over
+                time.sleep(rng.uniform(0.5 * TTL, 4 * TTL))  # mostly past the TTL: its job is taken over
                 victim.send_signal(signal.SIGCONT)
                 figures["SIGSTOP/SIGCONT"] += 1
         records = dict(zip(ids, fleet.wait_done(ids, 600)))
@@ -105,7 +109,7 @@ def worker_chaos(base: Path, jobs: int, workers: int, events: int, seed: int) ->
 
 
 def test_worker_chaos_short(tmp_path):
-    figures = worker_chaos(tmp_path, jobs=10, workers=3, events=4, seed=15)
+    figures = worker_chaos(tmp_path, jobs=8, workers=3, events=4, seed=15)
     print("worker chaos (short):", json.dumps(figures))
     assert figures["redis restarts"] == 1
 
@@ -121,10 +125,17 @@ def test_worker_chaos_long(tmp_path, request):
 
 
 # ---------------------------------------------------------------- batch
+def _run_recorded(out: Path, pid: int) -> bool:
+    try:
+        return json.loads((out / MANIFEST).read_text())["runs"][-1]["pid"] == pid
+    except (OSError, ValueError, KeyError, IndexError):
+        return False
+
+
 def batch_chaos(base: Path, jobs: int, interruptions: int, seed: int) -> dict:
     rng = random.Random(seed)
     spec = [{"job_type": "image_fast", "prompt": f"a lighthouse, take {i}", "seed": i,
-             "overrides": {"steps": rng.randint(2, 40)}} for i in range(jobs)]
+             "overrides": {"steps": rng.randint(20, 120)}} for i in range(jobs)]
     path, out = base / "night.yaml", base / "night"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -134,7 +145,15 @@ def batch_chaos(base: Path, jobs: int, interruptions: int, seed: int) -> dict:
         proc = subprocess.Popen([sys.executable, "-m", "ourvidz", "batch", str(path), "--demo", "--out", str(out)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if n < interruptions:
-            time.sleep(rng.uniform(0.2, 12.0))  # start-up, a job, a save, the summary: any moment
+            if rng.random() < 0.3:  # during start-up (imports, reading, planning, the manifest)
+                time.sleep(rng.uniform(0.2, 8.0))
+            else:  # once this run is recorded: a job, a save, the summary
+                try:
+                    wait_for(lambda: proc.poll() is not None or _run_recorded(out, proc.pid), 120, "the run to start",
+                             interval=0.05)
+                except AssertionError:
+                    pass
+                time.sleep(rng.uniform(0.0, 4.0))
             how = rng.choice([signal.SIGKILL, signal.SIGTERM])
             if proc.poll() is None:
                 proc.send_signal(how)
