@@ -34,7 +34,7 @@ from ourvidz import layout
 from ourvidz.errors import BadInput, GenerationFailed, one_line
 from ourvidz.jsonio import short
 
-NAMESPACE = "jobs"
+NAMESPACE = layout.WORKER_NAMESPACE
 ATTEMPTS = ".attempts"  # a dot: no job id (letters or digits first) can name it
 MARKER = ".ourvidz-job"
 
@@ -82,7 +82,7 @@ class JobDirs:
         if not ID_RE.fullmatch(job_id):  # parse refuses such ids; never a path outside the namespace
             raise ValueError(f"job id {short(job_id)} cannot name a folder")
         self.job_id = job_id
-        self.final = Path(out) / NAMESPACE / job_id
+        self.final = layout.worker_job_dir(Path(out), job_id)
         self.attempts = Path(out) / NAMESPACE / ATTEMPTS / job_id
 
     def attempt_dir(self, worker: str, attempt: int) -> Path:
