@@ -208,8 +208,8 @@ def generate(
     numbered, failures = gen.make_numbered_plans(request, keep_going=prompt_file is not None)
     plans = [plan for _, plan in numbered]
     planning_failures = len(failures)
-    for _, exc in failures:  # a prompt file goes on past a prompt that fails; each is reported
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    for _, exc in failures:  # a prompt file goes on past a prompt that fails; each is reported, then one error line
+        err.print(f"[red]failed:[/] {_masked(exc)}", highlight=False, soft_wrap=True)
     if dry_run:
         for plan in plans:
             out.print(plan_panel(plan, gen.describe_models(request, plan)))
@@ -227,7 +227,7 @@ def generate(
             if prompt_file is None or isinstance(exc, (errors.DiskFull, errors.Interrupted)):
                 raise
             failures.append((n, errors.reworded(exc, f"{prompt_file} prompt {n}: {exc}")))
-            err.print(f"[bold red]error:[/] {failures[-1][1]}", highlight=False, soft_wrap=True)
+            err.print(f"[red]failed:[/] {_masked(failures[-1][1])}", highlight=False, soft_wrap=True)
             continue
         print_result(out, result)
     if failures:

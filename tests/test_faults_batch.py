@@ -195,8 +195,10 @@ def test_prompt_file_goes_on_past_failing_prompts_and_reports_each(tmp_path, mon
     result = runner.invoke(app, ["generate", "image_fast", "--prompt-file", str(prompts), "--demo", "--steps", "2",
                                  "--out", str(out)])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    failed = [line for line in result.output.splitlines() if line.startswith("failed:")]
     assert result.exit_code == 3, result.output  # the first failing prompt's (refused: 3)
-    assert any("prompt 2:" in e and "refused" in e for e in errors) and any("prompt 3:" in e and "boom" in e for e in errors)
-    assert errors[-1].startswith("error: 2 of 4 prompts failed (first: ")
+    assert len(failed) == 2 and "prompt 2:" in failed[0] and "refused" in failed[0], result.output
+    assert "prompt 3:" in failed[1] and "boom" in failed[1]
+    assert len(errors) == 1 and errors[0].startswith("error: 2 of 4 prompts failed (first: ")
     assert sorted(p.name for p in out.iterdir()) == ["000", "003"]
     assert all((out / d / "image-00.png").is_file() for d in ("000", "003"))
