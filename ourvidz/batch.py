@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ourvidz import __version__, layout
-from ourvidz.errors import EXIT_BUG, BadInput, Interrupted, OurvidzError, one_line
+from ourvidz.errors import EXIT_BUG, BadInput, DiskFull, Interrupted, OurvidzError, one_line
 from ourvidz.jobfile import Unit, file_digest, read_job_file
 from ourvidz.layout import MANIFEST, SUMMARY_JSON, SUMMARY_MD
 from ourvidz.manifest import (Manifest, batch_lock, build_summary, clear_partial, expected_writes, new_record, now,
@@ -118,6 +118,16 @@ class StopSignals:
     def requested(self) -> bool:
         return self.count > 0
 
+    def hold(self) -> None:
+        """From now on a signal is only counted, until release()."""
+        self._critical = True
+
+    def release(self) -> None:
+        self._critical = False
+        if self._deferred:
+            self._deferred = False
+            raise KeyboardInterrupt
+
     @contextmanager
     def critical(self):
         self._critical = True
@@ -165,9 +175,13 @@ class Outcome:
     manifest: dict[str, Any]
     summary: dict[str, Any]
     interrupted: bool = False
+    disk_full: DiskFull | None = None
 
     def raise_for_status(self) -> None:
-        t = self.summary["totals"]
+        t = self.summary["totals"] if self.summary else {"done": "?", "jobs": "?", "pending": "?"}
+        if self.disk_full:
+            raise DiskFull(f"{self.disk_full} ({t['done']} of {t['jobs']} jobs done, {t['pending']} left; "
+                           f"manifest: {self.batch_dir / MANIFEST})")
         if self.interrupted:
             raise Interrupted(f"interrupted: {t['done']} of {t['jobs']} jobs done, {t['pending']} left; run the same "
                               f"command again to resume (manifest: {self.batch_dir / MANIFEST})")
@@ -182,6 +196,16 @@ class Outcome:
 def run_batch(job_file: Path | str, out_dir: Path | None = None, *, keep_order: bool = False,
               vram_budget: float | None = None, models=None, demo: bool = False, device: str | None = None,
               presets_dir=None, console=None, dry_run: bool = False, cache=None, gpus: int = 1) -> Outcome:
+    """The signal handler is installed before anything else: a SIGTERM or Ctrl-C at any moment, start-up
+    and the final summary included, leaves a consistent manifest, and the batch exits 130."""
+    with StopSignals() as stop:
+        return _run_batch(job_file, out_dir, keep_order=keep_order, vram_budget=vram_budget, models=models, demo=demo,
+                          device=device, presets_dir=presets_dir, console=console, dry_run=dry_run, cache=cache,
+                          stop=stop, gpus=gpus)
+
+
+def _run_batch(job_file, out_dir, *, keep_order, vram_budget, models, demo, device, presets_dir, console, dry_run,
+               cache, stop: StopSignals, gpus: int = 1) -> Outcome:
     from rich.console import Console
 
     console = console or Console()
@@ -239,19 +263,22 @@ def run_batch(job_file: Path | str, out_dir: Path | None = None, *, keep_order: 
                 run["outcome"] = "killed"
         order = run_order(manifest.data["jobs"], keep_order)
         manifest.data["order"] = [r["id"] for r in order]
+        if gpus == 1:
+            cache = cache or _cache(models, demo, vram_budget, device)
+        stop.hold()  # signals only counted until _run handles them: the run is never left 'running'
         run = {"started": now(), "pid": os.getpid(), "finished": None, "outcome": "running", "families": {}}
         manifest.data["runs"].append(run)
         manifest.save()
         if gpus == 1:
             from ourvidz.job import run_job
 
-            return _run(run_job, cache or _cache(models, demo, vram_budget, device), manifest, order, plans,
-                        batch_dir, run, console)
-        # Each job on `gpus` GPUs: this process keeps the lock; rank 0 runs the batch as above.
+            return _run(run_job, cache, manifest, order, plans, batch_dir, run, console, stop)
+        # Each job on `gpus` GPUs: this process keeps the lock; rank 0 runs the batch as above,
+        # with its own signal handling (a Ctrl-C reaches it with this process's group).
         from ourvidz.ranks import on_ranks
 
-        return on_ranks(gpus, _run, functools.partial(_cache, models, demo, vram_budget), manifest, order, plans,
-                        batch_dir, run, None, device=device)
+        return on_ranks(gpus, _run_on_rank0, functools.partial(_cache, models, demo, vram_budget), manifest, order,
+                        plans, batch_dir, run, device=device)
 
 
 def _cache(models, demo, vram_budget, device):
@@ -260,9 +287,16 @@ def _cache(models, demo, vram_budget, device):
     return ModelCache(models_file=models, demo=demo, device=device, vram_budget_gb=vram_budget)
 
 
-def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, run: dict,
-         console) -> Outcome:
-    from ourvidz.views import BatchProgress, batch_summary_tables, console as new_console
+def _run_on_rank0(runner, cache, manifest, order, plans, batch_dir, run) -> Outcome:
+    with StopSignals() as stop:
+        stop.hold()
+        return _run(runner, cache, manifest, order, plans, batch_dir, run, None, stop)
+
+
+def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, run: dict, console,
+         stop: StopSignals) -> Outcome:
+    from ourvidz.views import BatchProgress, batch_summary_tables
+    from ourvidz.views import console as new_console
 
     console = console or new_console()
 
@@ -277,10 +311,11 @@ def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batc
         console.print("[bold yellow]demo: random weights[/] (no models file: the tiny built-in demo models)")
     if done:
         console.print(f"resuming {batch_dir}: {done} of {total} jobs already done, {len(queue)} to run")
-    interrupted, current = False, None
-    with StopSignals() as stop, BatchProgress(console, total, done) as progress:
+    interrupted, current, full = False, None, None
+    with BatchProgress(console, total, done) as progress:
         progress.set_eta(rates.eta(queue))
         try:
+            stop.release()  # held since the run was recorded; a second signal may stop a job from here
             for i, rec in enumerate(queue):
                 if stop.requested:
                     interrupted = True
@@ -297,6 +332,7 @@ def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batc
                     result = runner(plan, cache, progress.job(f"[{done + i + 1}/{total}] {rec['job_type']}"))
                 except OurvidzError as exc:
                     failure = (str(exc), exc.exit_code, type(exc).__name__)
+                    full = exc if isinstance(exc, DiskFull) else None
                 except Exception as exc:  # a bug in one job must not end the night's batch
                     failure = (f"unexpected {one_line(exc)}", EXIT_BUG, "bug")
                 else:
@@ -317,19 +353,32 @@ def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batc
                     current = None
                     manifest.save(cache)
                 progress.finished(_job_line(rec, batch_dir), rates.eta(queue[i + 1:]))
+                if full:  # every job after it would fail the same way
+                    break
         except KeyboardInterrupt:
             interrupted = True
             if current is not None and current["state"] == "running":
                 current.update(state="pending", finished=now(), error="interrupted; redone on the next run")
-    run.update(finished=now(), outcome="interrupted" if interrupted else "completed",
+        except DiskFull as exc:  # a manifest save: the last saved manifest stands, resumable
+            full = exc
+    # From here a signal is only counted: the manifest's run and the summary are always written.
+    stop.hold()
+    interrupted = interrupted or stop.requested
+    run.update(finished=now(), outcome="disk full" if full else "interrupted" if interrupted else "completed",
                seconds=time.perf_counter() - t_start, families=cache.stats)
-    manifest.save()
-    summary = build_summary(manifest, run, batch_dir)
-    atomic_replace(batch_dir / SUMMARY_JSON, to_json(summary))
-    atomic_replace(batch_dir / SUMMARY_MD, summary_markdown(summary).encode())
+    summary: dict[str, Any] = {}
+    try:
+        manifest.save()
+        summary = build_summary(manifest, run, batch_dir)
+        atomic_replace(batch_dir / SUMMARY_JSON, to_json(summary))
+        atomic_replace(batch_dir / SUMMARY_MD, summary_markdown(summary).encode())
+    except DiskFull as exc:
+        full = full or exc
+        summary = summary or build_summary(manifest, run, batch_dir)
+        console.print(f"[red]the summary could not be written[/]: {exc}")
     for table in batch_summary_tables(summary):
         console.print(table)
-    return Outcome(batch_dir, manifest.data, summary, interrupted)
+    return Outcome(batch_dir, manifest.data, summary, interrupted or stop.requested, full)
 
 
 def _job_line(rec: dict, batch_dir: Path) -> str:

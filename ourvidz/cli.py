@@ -41,6 +41,18 @@ def print_traceback(exc: BaseException) -> None:
     sys.stderr.flush()
 
 
+def _masked(message: object) -> str:
+    """Every error line goes out with the secrets of the URLs this command was given masked (the
+    --redis and --callback-url values, $OURVIDZ_REDIS), in any form, and every URL in it masked."""
+    from ourvidz.redact import mask_text, url_secrets
+
+    given = [a.split("=", 1)[1] if a.startswith("--") and "=" in a else a for a in sys.argv[1:]]
+    found = [s for a in [*given, os.environ.get("OURVIDZ_REDIS", "")] if "://" in a for s in url_secrets(a)]
+    from rich.markup import escape
+
+    return escape(mask_text(str(message), found))  # a message may quote [brackets] of user input
+
+
 def handled(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -49,7 +61,7 @@ def handled(fn):
         except errors.OurvidzError as exc:
             if debugging():
                 print_traceback(exc)
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {_masked(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
             if debugging():
@@ -64,7 +76,7 @@ def handled(fn):
                 hint = ""
             else:
                 hint = " (set OURVIDZ_DEBUG=1 for the traceback)"
-            err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc}{hint}", highlight=False,
+            err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {_masked(exc)}{hint}", highlight=False,
                       soft_wrap=True)
             raise typer.Exit(errors.EXIT_BUG) from None
 
@@ -252,17 +264,27 @@ def generate(
         from ourvidz.families.base import resolve_device
 
         resolve_device(device)  # a bad --device is one line before anything else happens
-    plans = gen.make_plans(request)
+    numbered, failures = gen.make_numbered_plans(request, keep_going=prompt_file is not None)
+    plans = [plan for _, plan in numbered]
+    planning_failures = len(failures)
+    for _, exc in failures:  # a prompt file goes on past a prompt that fails; each is reported, then one error line
+        err.print(f"[red]failed:[/] {_masked(exc)}", highlight=False, soft_wrap=True)
     if dry_run:
         if as_json:
-            return print_json({"plans": [plan.to_dict() | {"models": gen.describe_models(request, plan)}
-                                         for plan in plans]})
-        for plan in plans:
-            out.print(plan_panel(plan, gen.describe_models(request, plan)))
-        return
-    results = gen.run(request, plans, gpus, as_json)
-    if as_json:
-        print_json({"jobs": [{"files": [str(p) for p in r.files], "report": r.report} for r in results]})
+            print_json({"plans": [plan.to_dict() | {"models": gen.describe_models(request, plan)} for plan in plans]})
+        else:
+            for plan in plans:
+                out.print(plan_panel(plan, gen.describe_models(request, plan)))
+    elif numbered:
+        results, run_failures = gen.run(request, numbered, gpus, quiet=as_json, keep_going=prompt_file is not None)
+        if as_json:
+            print_json({"jobs": [{"files": [str(p) for p in r.files], "report": r.report} for r in results]})
+        failures += run_failures
+    if failures:
+        failures.sort(key=lambda f: f[0])
+        first = failures[0][1]
+        raise errors.reworded(first, f"{len(failures)} of {len(numbered) + planning_failures} prompts failed "
+                                     f"(first: {first})")
 
 
 @app.command()
@@ -352,7 +374,7 @@ PushEnd = Annotated[Optional[str], typer.Option("--push-end", help="The end prod
 def worker(
     redis_url: RedisUrl = keys.DEFAULT_URL,
     queues: Annotated[str, typer.Option("--queues", help="Comma-separated lists to take jobs from; the first listed goes first.")] = ",".join(keys.DEFAULT_QUEUES),
-    out_dir: Annotated[Path, typer.Option("--out", help="Outputs go to OUT/<job id>/ (a shared filesystem for a fleet).")] = Path("outputs"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Outputs go to OUT/jobs/<job id>/ (a shared filesystem for a fleet).")] = Path("outputs"),
     callback_url: Annotated[Optional[str], typer.Option("--callback-url", help="POST {job_id, status, assets, error_message} here when a job ends.")] = None,
     max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", min=1, help="Exit after this many jobs.")] = None,
     idle_exit: Annotated[Optional[float], typer.Option("--idle-exit", min=0, help="Exit after this many seconds without a job.")] = None,
@@ -362,6 +384,7 @@ def worker(
     push_end: PushEnd = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Upload each job's files and thumbnails here (fsspec URL, e.g. s3://workspace-temp) at {user_id}/{job_id}/{i}.png; endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...")] = None,
     reference_root: Annotated[Optional[Path], typer.Option("--reference-root", help="Folder whose images payloads may name as local reference paths (default: http(s) URLs only).")] = None,
+    job_timeout: Annotated[float, typer.Option("--job-timeout", help="Seconds a job may run; past it the job fails (not retried) and the worker goes on.")] = 1800,
     presets_dir: PresetsDir = None, models: ModelsFile = None, demo: Demo = False, device: Device = None,
     gpus: Gpus = 1,
 ):
@@ -371,7 +394,8 @@ def worker(
     args = dict(url=redis_url, queues=[q.strip() for q in queues.split(",") if q.strip()], out=out_dir, models=models,
                 demo=demo, device=device, vram_budget=vram_budget, callback_url=callback_url, max_jobs=max_jobs,
                 idle_exit=idle_exit, heartbeat_ttl=heartbeat_ttl, max_attempts=max_attempts, presets_dir=presets_dir,
-                push_end=push_end, store=store, reference_root=reference_root, log=stderr_line)
+                push_end=push_end, store=store, reference_root=reference_root, job_timeout=job_timeout,
+                log=stderr_line)
     if gpus > 1:
         run_on_ranks(gpus, args)
     else:
@@ -429,6 +453,10 @@ def queue_overview(redis_url: RedisUrl = keys.DEFAULT_URL,
 
 
 def main():
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # as python -m ourvidz does: 130, not 143
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(errors.EXIT_INTERRUPTED))
     app()
 
 

@@ -11,6 +11,7 @@ EXIT_WEIGHTS = 4  # weights missing, broken or not configured
 EXIT_OUT_OF_MEMORY = 5  # the GPU ran out of memory
 EXIT_GENERATION = 6  # a model failed while generating
 EXIT_SERVICE = 7  # Redis (or another service) unreachable
+EXIT_DISK_FULL = 8  # no space left on the device (or over quota) while writing
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM; finished outputs are kept
 
 
@@ -46,8 +47,18 @@ class ServiceError(OurvidzError):
     exit_code = EXIT_SERVICE
 
 
+class DiskFull(OurvidzError):
+    exit_code = EXIT_DISK_FULL  # retryable: another worker's disk, or this one once space is freed
+
+
 class Interrupted(OurvidzError):
     exit_code = EXIT_INTERRUPTED
+
+
+def reworded(exc: OurvidzError, message: str) -> OurvidzError:
+    """The same kind of error (its exit code, whether retryable) with another message."""
+    kind = next(c for c in type(exc).__mro__ if c.__module__ == __name__)
+    return kind(message)
 
 
 def one_line(exc: BaseException) -> str:

@@ -73,6 +73,13 @@ def replay_request(request: Request) -> Request:
 
 
 def make_plans(request: Request) -> list[JobPlan]:
+    return [plan for _, plan in make_numbered_plans(request)[0]]
+
+
+def make_numbered_plans(request: Request, keep_going: bool = False):
+    """([(prompt number, plan)], [(prompt number, error)]): with keep_going, a prompt file's prompt
+    that cannot be planned is reported and the others go on; otherwise the first problem is raised."""
+    from ourvidz.errors import OurvidzError, reworded
     from ourvidz.families.weights import token_counter
 
     if request.from_metadata:
@@ -95,7 +102,7 @@ def make_plans(request: Request) -> list[JobPlan]:
     if request.step_cache is not None and not families.get(family).step_cache:
         can = ", ".join(n for n, f in families.FAMILIES.items() if f.step_cache)
         raise BadInput(f"--step-cache (first-block cache) works on the {can} family only")
-    plans = []
+    plans, failures = [], []
     prompts_dir = request.out_dir or layout.prompt_file_dir(request.job_type)
     for i, prompt in enumerate(prompts):
         out_dir = request.out_dir
@@ -104,17 +111,20 @@ def make_plans(request: Request) -> list[JobPlan]:
             # with --seed every prompt would land in the same one.
             out_dir = layout.prompt_dir(prompts_dir, i)
         try:
-            plans.append(plan_job(
+            plans.append((i + 1, plan_job(
                 request.job_type, prompt, overrides=request.overrides, seed=request.seed,
                 negative=request.negative, auto_negative=request.auto_negative, enhance=request.enhance,
                 out_dir=out_dir, presets_dir=request.presets_dir, counter=counter, demo=demo,
                 weighting=request.weighting,
-            ))
-        except BadInput as exc:
-            if request.prompt_file:
-                raise BadInput(f"{request.prompt_file} prompt {i + 1}: {exc}") from None
-            raise
-    return plans
+            )))
+        except OurvidzError as exc:
+            if not request.prompt_file:
+                raise
+            named = reworded(exc, f"{request.prompt_file} prompt {i + 1}: {exc}")
+            if not keep_going:
+                raise named from None
+            failures.append((i + 1, named))
+    return plans, failures
 
 
 def describe_models(request: Request, plan: JobPlan) -> str:
@@ -140,28 +150,40 @@ def cache_for(request: Request, jobs: int = 1, device: str | None = None):
                       speedups=speedups)
 
 
-def run(request: Request, plans: list[JobPlan], gpus: int = 1, quiet: bool = False) -> list:
-    """The plans, models loaded once, each job on `gpus` GPUs of this host (ourvidz.ranks); each
-    job's progress shown on stderr and, unless quiet (--json), its result on stdout as it ends.
-    The results of rank 0."""
+def run(request: Request, numbered: list[tuple[int, JobPlan]], gpus: int = 1, quiet: bool = False,
+        keep_going: bool = False) -> tuple[list, list]:
+    """The plans (numbered as the prompts), models loaded once, each job on `gpus` GPUs of this host
+    (ourvidz.ranks); each job's progress on stderr and, unless quiet (--json), its result on stdout
+    as it ends. keep_going (a prompt file): a job that fails is reported and the others go on.
+    (results, [(prompt number, error)]) of rank 0."""
     from ourvidz.ranks import on_ranks
 
     why = "--demo" if request.demo else "no models file"
-    return on_ranks(gpus, _run_plans, functools.partial(cache_for, request, len(plans)), plans, why, quiet,
-                    device=request.device)
+    return on_ranks(gpus, _run_plans, functools.partial(cache_for, request, len(numbered)), numbered, why, quiet,
+                    keep_going, str(request.prompt_file), device=request.device)
 
 
-def _run_plans(runner, cache, plans: list[JobPlan], why: str, quiet: bool) -> list:
+def _run_plans(runner, cache, numbered, why: str, quiet: bool, keep_going: bool, prompt_file: str):
+    from rich.markup import escape
+
+    from ourvidz.errors import DiskFull, Interrupted, OurvidzError, reworded
     from ourvidz.views import console, job_progress, print_result
 
     out, err = console(), console(stderr=True)
     if cache.demo:
         err.print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo models; "
                   "see `ourvidz models`)")
-    results = []
-    for plan in plans:
-        with job_progress(err, plan.job_type) as (on_step, on_phase):
-            results.append(runner(plan, cache, on_step, on_phase))
+    results, failures = [], []
+    for n, plan in numbered:
+        try:
+            with job_progress(err, plan.job_type) as (on_step, on_phase):
+                results.append(runner(plan, cache, on_step, on_phase))
+        except OurvidzError as exc:
+            if not keep_going or isinstance(exc, (DiskFull, Interrupted)):
+                raise
+            failures.append((n, reworded(exc, f"{prompt_file} prompt {n}: {exc}")))
+            err.print(f"[red]failed:[/] {escape(str(failures[-1][1]))}", highlight=False, soft_wrap=True)
+            continue
         if not quiet:
             print_result(out, results[-1])
-    return results
+    return results, failures

@@ -23,7 +23,7 @@ from ourvidz.plan import MAX_SEED
 from ourvidz.yamlio import load_yaml_text
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-MAX_UNITS = 100_000
+MAX_UNITS = 10_000  # jobs a file may expand to; one manifest save stays a few ms
 
 
 class FieldRule(ValueError):

@@ -4,7 +4,7 @@ A job writes into one folder: its media files (image-NN.png or video.mp4), a JSO
 each, and report.json last. A job counts as finished only once every one of those files exists
 (job_files: what a batch's manifest expects before it marks a job done).
 generate, batch (a folder per job inside the batch folder, with the batch's manifest and summary),
-and the queue worker (a folder per job id) name their folders here.
+and the queue worker (a folder per job id, under OUT/jobs/) name their folders here.
 """
 
 from __future__ import annotations
@@ -57,5 +57,9 @@ def batch_dir(job_file: Path, root: Path = ROOT) -> Path:
     return root / f"batch-{Path(job_file).stem}"
 
 
+WORKER_NAMESPACE = "jobs"  # the queue worker's folders: OUT/jobs/<job id>/, never OUT/<anything> itself
+
+
 def worker_job_dir(out: Path, job_id: str) -> Path:
-    return out / job_id
+    """A queued job's folder, inside the worker's namespace (ourvidz.worker.attempts)."""
+    return out / WORKER_NAMESPACE / job_id

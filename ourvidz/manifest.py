@@ -15,7 +15,7 @@ from typing import Any
 from ourvidz import layout
 from ourvidz.errors import BadInput
 from ourvidz.layout import LOCK, MANIFEST
-from ourvidz.outputs import atomic_replace, to_json
+from ourvidz.outputs import NO_SPACE, atomic_replace, disk_full, to_compact_json
 
 
 def now() -> str:
@@ -36,6 +36,7 @@ class Manifest:
         self.path = batch_dir / MANIFEST
         self.data = data
         self.by_id = {r["id"]: r for r in data["jobs"]}
+        self._encoded: dict[int, tuple[dict, str]] = {}  # job index -> (a copy of its record, its JSON)
 
     @classmethod
     def read(cls, batch_dir: Path) -> Manifest | None:
@@ -54,7 +55,20 @@ class Manifest:
         self.data["updated"] = now()
         if cache is not None:  # this run's model loads so far, kept even if the process is killed
             self.data["runs"][-1]["families"] = cache.stats
-        atomic_replace(self.path, to_json(self.data))
+        atomic_replace(self.path, self.encode())
+
+    def encode(self) -> bytes:
+        """The manifest as compact JSON; a job's record is encoded again only when it changed, so a save
+        costs little more than writing the file, even at 10,000 jobs."""
+        parts = []
+        for i, rec in enumerate(self.data["jobs"]):
+            cached = self._encoded.get(i)
+            if cached is None or cached[0] != rec:
+                snapshot = {k: v.copy() if isinstance(v, (list, dict)) else v for k, v in rec.items()}
+                cached = self._encoded[i] = (snapshot, to_compact_json(rec)[:-1].decode("utf-8"))
+            parts.append(cached[1])
+        head = to_compact_json({**self.data, "jobs": "\x00jobs\x00"}).decode("utf-8")  # a NUL: JSON escapes it
+        return head.replace('"\\u0000jobs\\u0000"', "[" + ",".join(parts) + "]", 1).encode("utf-8")
 
     def counts(self) -> dict[str, int]:
         states = [r["state"] for r in self.data["jobs"]]
@@ -87,8 +101,14 @@ def batch_lock(batch_dir: Path):
     except ImportError:  # not POSIX: no lock
         yield
         return
-    batch_dir.mkdir(parents=True, exist_ok=True)
-    with open(batch_dir / LOCK, "a+") as f:
+    try:
+        batch_dir.mkdir(parents=True, exist_ok=True)
+        f = open(batch_dir / LOCK, "a+")
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise disk_full(exc, batch_dir / LOCK) from None
+        raise
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

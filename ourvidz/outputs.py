@@ -6,6 +6,7 @@ the whole sidecar; every output has a JSON sidecar beside it; videos are H.264 y
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -18,17 +19,32 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from ourvidz.errors import BadInput
+from ourvidz.errors import BadInput, DiskFull
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: OSError, path: Path) -> DiskFull:
+    return DiskFull(f"no space left writing {path} ({os.strerror(exc.errno)}): free some space, then run "
+                    "the same command again")
 
 
 def _synced_temp(path: Path, data: bytes) -> Path:
-    """`data` in a temporary file beside `path`, flushed to disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """`data` in a temporary file beside `path`, flushed to disk. A full disk is DiskFull, one line,
+    with the temporary file removed."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            tmp.unlink(missing_ok=True)
+            raise disk_full(exc, path) from None
+        raise
     return tmp
 
 
@@ -65,6 +81,11 @@ def a1111_quote(value: Any) -> str:
     if "," not in text and "\n" not in text and ":" not in text:
         return text
     return json.dumps(text, ensure_ascii=False)
+
+
+def to_compact_json(obj: Any) -> bytes:
+    """For files rewritten often (a batch's manifest): no indentation, a few times faster and smaller."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8") + b"\n"
 
 
 def a1111_parameters(prompt: str, negative: str, steps: int, sampler: str, cfg: float, seed: int,

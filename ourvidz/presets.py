@@ -21,6 +21,13 @@ from ourvidz.overrides import FIELDS as OVERRIDABLE
 from ourvidz.overrides import Overrides
 
 DATA_FILES = ("negatives", "enhancement", "safety_terms")  # beside the presets, not job types
+# The schema's bounds: what planning refuses (exit 2) at every entry point, so nothing too big
+# reaches a GPU. Wan 2.1 was trained on 81 frames; 241 is 15 s at 16 fps.
+MAX_SIDE = 4096
+MAX_STEPS = 1000
+MAX_FRAMES = 241
+MAX_VIDEO_VOLUME = 1280 * 720 * 241  # width x height x frames of one video
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # width x height x num_images of one job
 
 
 class SeedDocTime(BaseModel):
@@ -37,11 +44,11 @@ class Preset(BaseModel):
     family: str  # a generator family of the registry (ourvidz.families)
     width: int = Field(gt=0)
     height: int = Field(gt=0)
-    steps: int = Field(ge=1, le=1000)
+    steps: int = Field(ge=1, le=MAX_STEPS)
     guidance: float = Field(ge=0, le=50)
     scheduler: str  # one of the family's schedulers
     flow_shift: float | None = Field(default=None, gt=0)
-    frames: int = Field(default=1, ge=1)
+    frames: int = Field(default=1, ge=1, le=MAX_FRAMES)
     fps: int | None = Field(default=None, ge=1, le=120)
     num_images: int = Field(default=1, ge=1, le=64)
     output: Literal["png", "mp4"]
@@ -73,8 +80,14 @@ class Preset(BaseModel):
             value = getattr(self, field)
             if value % m:
                 raise RuleError(field, f"must be a multiple of {m} for the {self.family} family (got {value})")
-            if value > 4096:
-                raise RuleError(field, f"must be at most 4096 (got {value})")
+            if value > MAX_SIDE:
+                raise RuleError(field, f"must be at most {MAX_SIDE} (got {value})")
+        if self.width * self.height * self.frames > MAX_VIDEO_VOLUME:
+            raise RuleError("frames", f"{self.width}x{self.height} x {self.frames} frames is more than the limit of "
+                            f"{MAX_VIDEO_VOLUME:,} pixels x frames (1280x720 x {MAX_FRAMES})")
+        if self.width * self.height * self.num_images > MAX_IMAGE_PIXELS:
+            raise RuleError("num_images", f"{self.num_images} images of {self.width}x{self.height} is more than the "
+                            f"limit of {MAX_IMAGE_PIXELS:,} pixels a job")
         if self.scheduler not in family.schedulers:
             raise RuleError("scheduler", f"the {self.family} family uses " + " or ".join(map(repr, family.schedulers)))
         if family.check_preset:

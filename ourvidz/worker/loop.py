@@ -21,7 +21,6 @@ import functools
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import sys
@@ -33,17 +32,20 @@ from typing import Callable
 import redis
 
 from ourvidz import layout
-from ourvidz.errors import BadInput, OurvidzError, ServiceError, one_line
+from ourvidz.errors import EXIT_GENERATION, BadInput, OurvidzError, ServiceError, one_line
 from ourvidz.http_post import check_callback_url
-from ourvidz.worker import callback, deliver, payload
+from ourvidz.jsonio import short
+from ourvidz.redact import mask_text, url_secrets
+from ourvidz.worker import attempts, callback, deliver
 from ourvidz.worker.keys import (
     DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, WORKERS, heartbeat_key, job_key, processing_key, push_ends, take_end,
 )
 from ourvidz.worker.store import connect, record, safe_url, text
 from ourvidz.worker.take import Taker
-from ourvidz.worker.transitions import FINISH, GIVE_BACK, REAP, START
+from ourvidz.worker.transitions import FINISH, GIVE_BACK, MINE, REAP, START
 
 REDIS_PATIENCE = 300  # how long a worker rides out a Redis outage before exiting
+JOB_TIMEOUT = 1800  # --job-timeout's default, seconds
 
 class Worker:
     def __init__(self, url: str = DEFAULT_URL, *, queues=DEFAULT_QUEUES, out: Path = layout.ROOT, models=None,
@@ -51,11 +53,13 @@ class Worker:
                  callback_url: str | None = None, max_jobs: int | None = None, idle_exit: float | None = None,
                  heartbeat_ttl: float = 15, max_attempts: int = 3, presets_dir=None, result_ttl: int = RESULT_TTL,
                  log: Callable[[str], None] | None = None, push_end: str | None = None, store: str | None = None,
-                 reference_root: Path | None = None):
+                 reference_root: Path | None = None, job_timeout: float | None = JOB_TIMEOUT):
         if not queues:
             raise BadInput("--queues: name at least one queue")
         if heartbeat_ttl < 1 or max_attempts < 1:
             raise BadInput("--heartbeat-ttl and --max-attempts must be at least 1")
+        if job_timeout is not None and job_timeout <= 0:
+            raise BadInput(f"--job-timeout must be more than 0 seconds (got {job_timeout:g})")
         if callback_url:
             check_callback_url(callback_url, "--callback-url")  # http(s) only: never file:// or the like
         host = "".join(c if c.isalnum() or c in ".-" else "-" for c in socket.gethostname())
@@ -74,6 +78,9 @@ class Worker:
             self.store = ObjectStore(store)
         self.ttl, self.max_attempts, self.result_ttl = heartbeat_ttl, max_attempts, result_ttl
         self._log = log or functools.partial(print, flush=True)
+        self._secrets = url_secrets(url) + url_secrets(callback_url)  # every log line is masked
+        self.job_timeout = job_timeout
+        self._outage = attempts.OutageLog(self.log, "heartbeat")
         self.stopping = False
         self.current: tuple[str, str, float] | None = None  # job id, type, start time
         self.jobs_done = 0
@@ -82,7 +89,7 @@ class Worker:
         self._callbacks: list[threading.Thread] = []
 
     def log(self, message: str) -> None:
-        self._log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
+        self._log(mask_text(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", self._secrets))
 
     # ---------------------------------------------------------------- lifecycle
     def run(self, runner=None, cache=None) -> int:
@@ -145,7 +152,8 @@ class Worker:
                 raise ServiceError(f"Redis at {safe_url(self.url)} refuses {what} ({str(exc)[:120]}); the worker "
                                    "needs Redis 6.2+ with LMOVE/BLMOVE, EVAL/EVALSHA and lists") from None
         self.scripts = {name: self.r.register_script(src) for name, src in
-                        (("start", START), ("finish", FINISH), ("reap", REAP), ("give_back", GIVE_BACK))}
+                        (("start", START), ("finish", FINISH), ("reap", REAP), ("give_back", GIVE_BACK),
+                         ("mine", MINE))}
 
     def _install_signals(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
@@ -212,52 +220,73 @@ class Worker:
         from ourvidz.job import run_job
         from ourvidz.worker.prepare import prepare
 
-        try:
-            spec, problem = payload.parse(raw, self.presets_dir), None
-            job_id = spec.id
-        except payload.MalformedJob as exc:
-            spec, problem, job_id = None, exc, exc.job_id
-        now, out_dir = time.time(), layout.worker_job_dir(self.out, job_id)
+        spec, problem, job_id = attempts.read_payload(raw, self.presets_dir)
+        now, dirs = time.time(), attempts.JobDirs(self.out, job_id) if spec else None
         fields = {"id": job_id, "queue": queue, "started_at": now, "progress": ""}
         if spec:
-            fields |= spec.record_fields() | {"out_dir": str(out_dir.resolve())}
+            fields |= spec.record_fields() | {"out_dir": str(dirs.final.resolve())}
         attempt = self._retrying(self.scripts["start"], [job_key(job_id)], [self.id, *_flat(fields)])
         if attempt < 0:
-            self.log(f"{job_id}: already {'completed' if attempt == -1 else 'running'}; dropping the repeated payload")
+            self.log(f"{short(job_id)}: already {'completed' if attempt == -1 else 'running'}; dropping the repeated payload")
             self._retrying(self.r.lrem, processing_key(self.id, queue), 1, raw)
             return
-        label = f"{job_id} ({spec.job_type if spec else 'malformed'})"
+        label = f"{short(job_id)} ({spec.job_type if spec else 'malformed'})"
         self.current = (job_id, spec.job_type if spec else "", now)
         self._beat()
         self.log(f"{label}: taken from {queue}, attempt {attempt}/{self.max_attempts}")
-        result, error, retry, delivered = None, None, False, None
+        result, error, retry, mine, delivered = None, None, False, None, None
         try:
             if problem:
                 raise problem
-            if out_dir.exists():  # left by an attempt that died; a completed job never gets here
-                shutil.rmtree(out_dir)
-            plan = prepare(spec, out_dir=out_dir, presets_dir=self.presets_dir, counter=self.counter,
-                           demo=self.cache.source(spec.preset.family).is_demo, reference_root=self.reference_root)
-            result = (self.runner or run_job)(plan, self.cache, self._progress(job_key(job_id)))
-            delivered = deliver.deliver(result, spec, self.store)  # every upload done before it counts as done
+            result = dirs.existing()  # promoted by an earlier attempt that died before recording it
+            if result is None:
+                mine = dirs.fresh(self.id, attempt)
+                plan = prepare(spec, out_dir=mine, presets_dir=self.presets_dir, counter=self.counter,
+                               demo=self.cache.source(spec.preset.family).is_demo, reference_root=self.reference_root)
+                on_step = attempts.on_step_with_deadline(self._progress(job_key(job_id)), self.job_timeout, job_id)
+                result = (self.runner or run_job)(plan, self.cache, on_step)
+                result = self._promote(dirs, mine, job_id, attempt, result)
+            if result and hasattr(result, "plan"):
+                delivered = deliver.deliver(result, spec, self.store)  # every upload done before it counts as done
         except OurvidzError as exc:  # the same job would fail the same way again unless retryable
             result, error, retry = None, str(exc), exc.retryable and attempt < self.max_attempts
         except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retried, then recorded
             result, error, retry = None, one_line(exc), attempt < self.max_attempts
         finally:
             self.current = None
-        self._finish(queue, raw, job_id, attempt, result, error, retry, label, spec, delivered)
+        if (result is None or result is False) and dirs is not None:
+            dirs.discard(mine)  # a failed or stale attempt's files go; the job's folder is never touched
+        self._finish(queue, raw, job_id, attempt, result or None, error, retry, label, spec=spec, delivered=delivered,
+                     dirs=dirs, stale=result is False)
 
-    def _finish(self, queue, raw, job_id, attempt, result, error, retry, label, spec=None, delivered=None) -> None:
+    def _promote(self, dirs, mine: Path, job_id: str, attempt: int, result):
+        """The attempt's folder renamed to the job's, only while this attempt holds the job; the result
+        with its files there (or an earlier attempt's, already there); False if this attempt is stale."""
+        if not self._retrying(self.scripts["mine"], [job_key(job_id)], [self.id, attempt]):
+            return False
+        adopted = dirs.promote(mine)
+        if adopted is not None:
+            self.log(f"{short(job_id)}: an earlier attempt's complete output is already in {dirs.final}; keeping it")
+            return adopted
+        result.files = [dirs.final / p.name for p in result.files]
+        return result
+
+    def _finish(self, queue, raw, job_id, attempt, result, error, retry, label, spec=None, delivered=None,
+                dirs=None, stale=False) -> None:
         assets: list[str] = []
         if result is not None:
             report = result.report
             assets = [str(p.resolve()) for p in result.files if p.suffix in (".png", ".mp4")]
             timings = {"total": report["total"], "load": sum(report["load"].values()), **report["phases"]}
-            fields = {"state": "completed", "error": "", "seed": result.plan.seed, "assets": json.dumps(assets),
-                      "files": json.dumps([str(p.resolve()) for p in result.files]), "timings": json.dumps(timings),
-                      "stored": json.dumps(delivered["stored"]), "note": "; ".join(spec.notes),
-                      "reference": json.dumps(result.plan.reference.to_dict()) if result.plan.reference else ""}
+            seed = result.plan.seed if hasattr(result, "plan") else result.seed
+            reference = getattr(getattr(result, "plan", None), "reference", None)
+            fields = {"state": "completed", "error": "", "seed": "" if seed is None else seed,
+                      "assets": json.dumps(assets), "files": json.dumps([str(p.resolve()) for p in result.files]),
+                      "timings": json.dumps(timings), "stored": json.dumps((delivered or {}).get("stored", [])),
+                      "note": "; ".join(spec.notes) if spec else "",
+                      "reference": json.dumps(reference.to_dict()) if reference else ""}
+        elif stale:
+            fields = {}
         elif retry:
             fields = {"state": "queued", "error": f"attempt {attempt} failed: {error}; requeued"}
         else:
@@ -275,9 +304,13 @@ class Worker:
             self.log(f"{label}: attempt {attempt} failed ({error}); back on {queue}")
         else:
             self.log(f"{label}: failed: {error}")
+        if recorded and not retry and dirs is not None:
+            dirs.clean()
         if recorded and not retry:
             if delivered:
                 self._callback(job_id, "completed", delivered["assets"], None, delivered["metadata"])
+            elif result is not None:  # an earlier attempt's output, adopted: its files as they are
+                self._callback(job_id, "completed", assets, None, {"job_type": spec.job_type if spec else ""})
             else:
                 self._callback(job_id, "failed", [], error, {"job_type": spec.job_type, "era": spec.era} if spec else {})
 
@@ -328,12 +361,27 @@ class Worker:
         next_reap = time.monotonic() + self.ttl
         while not self._beats.wait(self.ttl / 3):
             try:
+                self._watchdog()
                 self._beat()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + self.ttl
                     self.reap()
+                self._outage.ok()
             except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive anything
-                self.log(f"heartbeat: {type(exc).__name__}: {exc}")
+                self._outage.failed(exc)  # rate-limited: one line, then one every 30 s, then "back"
+
+    def _watchdog(self) -> None:
+        """A job stuck past --job-timeout with no step to stop it at (a hung kernel, a hung load):
+        hand it back (an attempt counted) and exit, so a supervisor restarts a healthy process."""
+        job = self.current
+        if not (job and self.job_timeout):
+            return
+        over = time.time() - job[2] - self.job_timeout
+        if over > max(30.0, 0.1 * self.job_timeout):
+            self.log(f"{short(job[0])}: {over:.0f} s past --job-timeout {self.job_timeout:g} s and not stopping; "
+                     "handing it back and exiting")
+            self.release("job past --job-timeout")
+            os._exit(EXIT_GENERATION)
 
     def reap(self, startup: bool = False) -> None:
         """Put the jobs of workers whose heartbeat expired back on their queues."""
@@ -384,10 +432,7 @@ def _flat(fields: dict) -> list:
 
 
 def _job_id(raw: bytes) -> str:
-    try:
-        return payload.parse(raw).id
-    except payload.MalformedJob as exc:
-        return exc.job_id
+    return attempts.read_payload(raw)[2]
 
 
 def stderr_line(line: str) -> None:

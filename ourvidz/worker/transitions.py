@@ -17,8 +17,11 @@ return n
 """
 # KEYS: job, processing, queue. ARGV: worker, attempt, payload, ttl, the producers' push ('lpush' or 'rpush') to
 # retry (at the back of the queue) or '', field, value, ...
+# Records only for the running attempt: once REAP put the job back or failed it, its old attempt
+# records nothing (the reaper's verdict and callback stand; the next attempt runs it).
 FINISH = """
-local mine = redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[1], 'attempts') == ARGV[2]
+local state, owner, n = unpack(redis.call('HMGET', KEYS[1], 'state', 'worker', 'attempts'))
+local mine = state == 'running' and owner == ARGV[1] and n == ARGV[2]  -- not once reaped (requeued or failed)
 local removed = redis.call('LREM', KEYS[2], 1, ARGV[3])
 if not mine then return 0 end
 if (ARGV[5] == 'lpush' or ARGV[5] == 'rpush') and removed == 1 then redis.call(ARGV[5], KEYS[3], ARGV[3]) end
@@ -59,4 +62,11 @@ return out
 # KEYS: processing, queue. ARGV: payload, the push onto the consumption end ('RPUSH' or 'LPUSH').
 GIVE_BACK = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then redis.call(ARGV[2] == 'LPUSH' and 'LPUSH' or 'RPUSH', KEYS[2], ARGV[1]) end
+"""
+# KEYS: job. ARGV: worker, attempt -> 1 while this attempt holds the job (checked right before its
+# folder is promoted), else 0.
+MINE = """
+local state, owner, n = unpack(redis.call('HMGET', KEYS[1], 'state', 'worker', 'attempts'))
+if state == 'running' and owner == ARGV[1] and n == ARGV[2] then return 1 end
+return 0
 """
