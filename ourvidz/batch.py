@@ -329,7 +329,8 @@ def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batc
                 avoided0 = sum(s["avoided_seconds"] for s in cache.stats.values())
                 t0 = time.perf_counter()
                 try:
-                    result = runner(plan, cache, progress.job(f"[{done + i + 1}/{total}] {rec['job_type']}"))
+                    result = runner(plan, cache, progress.job(f"[{done + i + 1}/{total}] {rec['job_type']}"),
+                                    progress.on_phase)
                 except OurvidzError as exc:
                     failure = (str(exc), exc.exit_code, type(exc).__name__)
                     full = exc if isinstance(exc, DiskFull) else None

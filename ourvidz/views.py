@@ -239,6 +239,8 @@ class BatchProgress:
         self.progress = Progress(*columns, console=console)
         self.overall = self.progress.add_task("batch", total=total, completed=done, unit="jobs", note="")
         self.step = None
+        self.label = ""
+        self.phases: dict[int, Any] = {}  # the current job's phases other than denoising (ourvidz.progress)
 
     def __enter__(self) -> BatchProgress:
         self.progress.start()
@@ -252,6 +254,25 @@ class BatchProgress:
         if self.step is not None:
             self.progress.remove_task(self.step)
             self.step = None
+        for task in self.phases.values():
+            self.progress.remove_task(task)
+        self.phases.clear()
+
+    def on_phase(self, event: str, ph) -> None:
+        """run_job's phase listener: a bar for each phase while it runs (loading with bytes,
+        enhancement, decode, MP4 encoding, saving)."""
+        key = id(ph)
+        if event == "start":
+            unit = "" if ph.unit == "B" else ph.unit
+            total = ph.total / 1e6 if ph.unit == "B" and ph.total else ph.total
+            self.phases[key] = self.progress.add_task(f"{self.label}: {ph.name}", total=total,
+                                                      unit="MB" if ph.unit == "B" else unit, note="")
+        elif key in self.phases:
+            if event == "advance":
+                done = ph.completed / 1e6 if ph.unit == "B" else ph.completed
+                self.progress.update(self.phases[key], completed=done)
+            else:
+                self.progress.remove_task(self.phases.pop(key))
 
     def set_eta(self, seconds: float | None) -> None:
         self.progress.update(self.overall, note=f"ETA {_clock(seconds)}")
@@ -259,6 +280,7 @@ class BatchProgress:
     def job(self, label: str):
         """The on_step callback for the next job's step bar."""
         self._drop_step()
+        self.label = label
         self.step = task = self.progress.add_task(f"{label}: denoise", total=None, unit="steps", note="")
         started: list[float] = []
 
