@@ -9,68 +9,15 @@ import hmac
 import io
 import json
 import logging
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import redis
 from PIL import Image
+from servers import RedisServer, free_port, wait_for  # noqa: F401 - the tests import them from here too
 
 SECRET = "test-callback-secret-3b9f"
 TOKEN = "test-service-key-77"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class RedisServer:
-    def __init__(self, folder: Path):
-        server = shutil.which("redis-server")
-        assert server, "redis-server is not installed (apt-get install redis-server)"
-        self.port, self.folder = free_port(), folder
-        self.proc = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(folder)],
-                                     stdout=open(folder / "redis.log", "wb"), stderr=subprocess.STDOUT)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        try:
-            wait_for(self._up, 15, "redis-server to answer")
-        except BaseException:
-            self.stop()
-            raise
-        self.r = redis.Redis.from_url(self.url)
-
-    def _up(self):
-        try:
-            return redis.Redis.from_url(self.url).ping()
-        except redis.RedisError:
-            assert self.proc.poll() is None, (self.folder / "redis.log").read_text()
-            return False
-
-    def user_without_client_commands(self, name="managed", password="pw-managed") -> str:
-        """An ACL user like a managed service's: everything but CLIENT (and INFO) refused."""
-        self.r.execute_command("ACL", "SETUSER", name, "on", f">{password}", "~*", "&*", "+@all", "-client", "-info")
-        return f"redis://{name}:{password}@127.0.0.1:{self.port}/0"
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 class S3Server:

@@ -15,7 +15,6 @@ from conftest import JOB_TYPES, REPO
 
 from ourvidz import families
 from ourvidz.datafiles import builtin_presets_dir
-from ourvidz.families.spec import Family
 from ourvidz.presets import load_preset
 
 NAMES = ("sdxl", "wan", "qwen")

@@ -18,7 +18,6 @@ from faults_support import Fleet, RedisServer, check_job_folders, image_job, pus
 from ourvidz.cli import app
 from ourvidz.worker import payload
 from ourvidz.worker.attempts import OutageLog, on_step_with_deadline, JobTimedOut
-from ourvidz.worker.keys import job_key
 from ourvidz.worker.loop import Worker
 
 TTL = 2

@@ -2,7 +2,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ourvidz.clip_tokens import best_counter, clip_vocab_file, estimate, vocab_tokenizer
-from ourvidz.errors import BadInput
 from ourvidz.negative import build_negative, load_vocabulary
 
 VOCAB = load_vocabulary()

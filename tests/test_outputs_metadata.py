@@ -5,8 +5,6 @@ import hashlib
 import json
 
 import numpy as np
-import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from ourvidz.cli import app

@@ -8,11 +8,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -25,24 +23,9 @@ from ourvidz.overrides import Overrides
 from ourvidz.plan import plan_job
 from ourvidz.worker import keys, payload, store
 from ourvidz.worker.loop import Worker
+from servers import free_port, wait_for
 
 TTL = 3  # heartbeat seconds: a killed worker's job is back on its queue within about 2 TTL
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
