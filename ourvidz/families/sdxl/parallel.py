@@ -23,7 +23,7 @@ def generate(model, req, on_step, ctx: ParallelContext, plan: ParallelPlan):
     payload = ([np.asarray(im) for im in mine.images], mine.phases) if mine else ([], {})
     gathered = [None] * ctx.world if ctx.is_main else None
     dist.gather_object(payload, gathered, dst=0)
-    out = GenerationOutput()
+    out = GenerationOutput(text_encoding=mine.text_encoding if mine else None)  # rank 0 always has a share
     if not ctx.is_main:
         out.phases = payload[1]
         return out

@@ -52,18 +52,15 @@ def generate(model, req, on_step, ctx: ParallelContext, plan: ParallelPlan):
     from PIL import Image
 
     from ourvidz.families.base import GenerationOutput, generators, step_callback, timed
-    from ourvidz.families.wan.pipeline import MAX_TEXT_TOKENS
-
     pipe, dev, out = model.pipe, model.device, GenerationOutput()
     model.set_flow_shift(req.flow_shift)
+    out.text_encoding = model.text_record(req) if ctx.is_main else None
     enable_context_parallel(pipe.transformer, ctx, plan)
     on_step = on_step if ctx.is_main else None
     cfg = plan.cfg_degree == 2 and req.guidance > 1.0
     with torch.inference_mode():
         with timed(out.phases, "encode", dev):
-            pe, npe = pipe.encode_prompt(
-                req.prompt, req.negative_prompt or None, do_classifier_free_guidance=req.guidance > 1.0,
-                max_sequence_length=MAX_TEXT_TOKENS, device=dev)
+            pe, npe = model.encode(req)
         with timed(out.phases, "denoise", dev):
             gen = generators(req.seeds[:1])[0]
             if cfg:

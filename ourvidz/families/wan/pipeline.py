@@ -62,9 +62,7 @@ class WanFamily(FamilyPipeline):
         out.text_encoding = self.text_record(req)
         with torch.inference_mode():
             with timed(out.phases, "encode", dev):
-                pe, npe = pipe.encode_prompt(
-                    req.prompt, req.negative_prompt or None, do_classifier_free_guidance=req.guidance > 1.0,
-                    max_sequence_length=MAX_TEXT_TOKENS, device=dev)
+                pe, npe = self.encode(req)
             with timed(out.phases, "denoise", dev):
                 if self.batch_cfg and req.frames == 1 and npe is not None:
                     latents = self.denoise_batched_cfg(req, pe, npe, on_step)
@@ -82,6 +80,12 @@ class WanFamily(FamilyPipeline):
         else:
             out.frames = video
         return out
+
+    def encode(self, req: GenerationRequest):
+        """(prompt embeddings, negative embeddings or None) from UMT5, at the pipeline's 512-token window."""
+        return self.pipe.encode_prompt(req.prompt, req.negative_prompt or None,
+                                       do_classifier_free_guidance=req.guidance > 1.0,
+                                       max_sequence_length=MAX_TEXT_TOKENS, device=self.device)
 
     def text_record(self, req: GenerationRequest) -> dict:
         """UMT5 tokens of the prompt and the negative (as WanPipeline cleans and tokenizes them, EOS
