@@ -32,22 +32,23 @@ from typing import Callable
 import redis
 
 from ourvidz import layout
-from ourvidz.errors import EXIT_GENERATION, BadInput, OurvidzError, ServiceError, one_line
+from ourvidz.errors import BadInput, OurvidzError, ServiceError, one_line
 from ourvidz.http_post import check_callback_url
 from ourvidz.jsonio import short
 from ourvidz.redact import mask_text, url_secrets
 from ourvidz.worker import attempts, callback, deliver
 from ourvidz.worker.keys import (
-    DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, WORKERS, heartbeat_key, job_key, processing_key, push_ends, take_end,
+    DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, job_key, processing_key, push_ends, take_end,
 )
-from ourvidz.worker.store import connect, record, safe_url, text
+from ourvidz.worker.store import connect, safe_url, text
 from ourvidz.worker.take import Taker
+from ourvidz.worker.recovery import Recovery
 from ourvidz.worker.transitions import FINISH, GIVE_BACK, MINE, REAP, START
 
 REDIS_PATIENCE = 300  # how long a worker rides out a Redis outage before exiting
 JOB_TIMEOUT = 1800  # --job-timeout's default, seconds
 
-class Worker:
+class Worker(Recovery):
     def __init__(self, url: str = DEFAULT_URL, *, queues=DEFAULT_QUEUES, out: Path = layout.ROOT, models=None,
                  demo: bool = False, device: str | None = None, vram_budget: float | None = None,
                  callback_url: str | None = None, max_jobs: int | None = None, idle_exit: float | None = None,
@@ -345,94 +346,9 @@ class Worker:
         self._callbacks.append(threading.Thread(target=send, name="ourvidz-callback", daemon=True))
         self._callbacks[-1].start()
 
-    # ---------------------------------------------------------------- heartbeat and recovery
-    def _beat(self) -> None:
-        job = self.current
-        state = {"beat": time.time(), "jobs_done": self.jobs_done, "job": job and job[0],
-                 "job_type": job and job[1], "job_started_at": job and job[2]}
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.cache.device),
-                "queues": self.queues, "take_ends": self.take_ends, "started_at": self.started_at}
-        with self.r.pipeline(transaction=False) as pipe:
-            pipe.set(heartbeat_key(self.id), json.dumps(state), px=int(self.ttl * 1000))
-            pipe.hset(WORKERS, self.id, json.dumps(info))  # again each beat: back if given up on
-            pipe.execute()
-
-    def _beat_loop(self) -> None:
-        next_reap = time.monotonic() + self.ttl
-        while not self._beats.wait(self.ttl / 3):
-            try:
-                self._watchdog()
-                self._beat()
-                if time.monotonic() >= next_reap:
-                    next_reap = time.monotonic() + self.ttl
-                    self.reap()
-                self._outage.ok()
-            except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive anything
-                self._outage.failed(exc)  # rate-limited: one line, then one every 30 s, then "back"
-
-    def _watchdog(self) -> None:
-        """A job stuck past --job-timeout with no step to stop it at (a hung kernel, a hung load):
-        hand it back (an attempt counted) and exit, so a supervisor restarts a healthy process."""
-        job = self.current
-        if not (job and self.job_timeout):
-            return
-        over = time.time() - job[2] - self.job_timeout
-        if over > max(30.0, 0.1 * self.job_timeout):
-            self.log(f"{short(job[0])}: {over:.0f} s past --job-timeout {self.job_timeout:g} s and not stopping; "
-                     "handing it back and exiting")
-            self.release("job past --job-timeout")
-            os._exit(EXIT_GENERATION)
-
-    def reap(self, startup: bool = False) -> None:
-        """Put the jobs of workers whose heartbeat expired back on their queues."""
-        registry = {text(w): json.loads(info) for w, info in self.r.hgetall(WORKERS).items()}
-        lists = {w: set(info.get("queues", [])) for w, info in registry.items()}
-        if startup:  # also lists of workers in no registry (one that crashed at the worst moment)
-            for key in self.r.scan_iter(match="ourvidz:processing:*", count=1000):
-                wid, q = text(key).split(":", 3)[2:]
-                lists.setdefault(wid, set()).add(q)
-        for wid, queues in lists.items():
-            ends = registry.get(wid, {}).get("take_ends")
-            if wid != self.id and self._requeue(wid, queues, False, f"worker {wid} stopped (heartbeat expired)", ends):
-                if not self.r.exists(heartbeat_key(wid)):
-                    self.r.hdel(WORKERS, wid)
-
-    def release(self, reason: str) -> None:
-        """Put this worker's unacknowledged jobs back at once (an interrupt; a job in hand at exit)."""
-        try:
-            self._requeue(self.id, self.queues, True, f"{reason} ({self.id})")
-        except redis.RedisError as exc:
-            self.log(f"could not hand jobs back ({exc}); another worker will once the heartbeat expires")
-
-    def _requeue(self, wid: str, queues, force: bool, reason: str, ends: dict | None = None) -> bool:
-        for q in sorted(queues):
-            res = self.scripts["reap"](keys=[heartbeat_key(wid), processing_key(wid, q), q],
-                                       args=[int(force), self.max_attempts, time.time(), reason, self.result_ttl,
-                                             self._refill(q, ends)])
-            if res is None:
-                return False  # alive
-            if res[0]:
-                self.log(f"{reason}: {res[0]} job(s) back on {q}")
-            for raw in res[1:]:
-                job_id = _job_id(raw)
-                self.log(f"{job_id}: failed: {reason}; out of attempts")
-                self._callback(job_id, "failed", [], (record(self.r, job_id) or {}).get("error", reason))
-        return True
-
-    def _deregister(self) -> None:
-        try:
-            self.r.delete(heartbeat_key(self.id))
-            self.r.hdel(WORKERS, self.id)
-        except redis.RedisError:
-            pass
-
 
 def _flat(fields: dict) -> list:
     return [x for kv in fields.items() for x in kv]
-
-
-def _job_id(raw: bytes) -> str:
-    return attempts.read_payload(raw)[2]
 
 
 def stderr_line(line: str) -> None:
