@@ -291,7 +291,7 @@ def test_enhance_command(tmp_path):
     assert "enhanced prompt" in result.output and "new tokens" in result.output and "seed 3" in result.output
     assert "noise" in result.output  # the demo is labelled
     again = run("enhance", PROMPT, "--demo", "--seed", "3")
-    assert again.output.split("\n")[:3] == result.output.split("\n")[:3]  # same seed, same text
+    assert again.stdout.split("\n")[:3] == result.stdout.split("\n")[:3]  # same seed, same text (stdout: no timings)
     folder = presets_dir_with(tmp_path, timeout_seconds=0.000001)
     failed = run("enhance", PROMPT, "--demo", "--presets-dir", folder, "--job-type", "sdxl_image_fast")
     assert failed.exit_code == 0 and "fallback" in failed.output and "CLIP tokens" in failed.output
