@@ -17,7 +17,8 @@ from typing import Any, Callable
 import torch.distributed as dist
 
 from ourvidz.distributed import ParallelContext, launch
-from ourvidz.job import JobResult, run_job
+from ourvidz import job
+from ourvidz.job import JobResult
 
 _STOP = "stop"
 
@@ -37,7 +38,7 @@ class RankJobs:
     def run(self, plan, cache, on_step=None, on_phase=None) -> JobResult:
         """Rank 0: the job on every rank; the files are rank 0's."""
         self._send(plan)
-        return run_job(plan, cache, on_step, on_phase, parallel=self.ctx if self.ctx.active else None)
+        return job.run_job(plan, cache, on_step, on_phase, parallel=self.ctx if self.ctx.active else None)
 
     def close(self) -> None:
         self._send(_STOP)
@@ -52,7 +53,7 @@ class RankJobs:
             if box[0] == _STOP:
                 return done
             try:
-                run_job(box[0], cache, None, parallel=self.ctx)
+                job.run_job(box[0], cache, None, parallel=self.ctx)
             except Exception:  # noqa: BLE001 - rank 0 reports it; this rank waits for the next job
                 pass
             done += 1
@@ -65,7 +66,7 @@ def on_ranks(gpus: int, command: Callable[..., Any], make_cache: Callable[[str |
     pickle: module-level functions, functools.partial). One GPU: here, in this process, with
     run_job. `device` "cpu" puts the ranks on the CPU (gloo): tests, and machines without GPUs."""
     if gpus == 1:
-        return command(run_job, make_cache(None), *args)
+        return command(job.run_job, make_cache(None), *args)  # looked up now: tests substitute it
     device_type = "cpu" if device and device.startswith("cpu") else None
     return launch(gpus, _rank, command, make_cache, args, device_type=device_type)
 

@@ -93,8 +93,10 @@ class Fleet:
 
 
 def image_job(job_id: str, steps: int = 2, prompt: str = "a lighthouse on a cliff", **config) -> dict:
+    """A job as `ourvidz submit` writes it: every value applies (a raw 2025-07 payload's steps would
+    not: that era's Wan worker ignored them)."""
     return {"id": job_id, "type": "image_fast", "prompt": prompt, "config": {"sample_steps": steps, "seed": 7, **config},
-            "metadata": {"num_images": 1}}
+            "metadata": {"num_images": 1, "submitted_by": "ourvidz submit"}}
 
 
 def push(client, jobs: list[dict], queue: str = "wan_queue") -> None:

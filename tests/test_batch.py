@@ -175,7 +175,7 @@ def test_sigterm_stops_after_the_current_job_and_a_second_signal_stops_at_once(t
 
     real, calls = ourvidz.job.run_job, []
 
-    def run_job(plan, cache, on_step=None):
+    def run_job(plan, cache, on_step=None, on_phase=None):
         calls.append(plan.prompt)
         if plan.prompt in signals:
             if signals[plan.prompt] == 2:  # stopped at once with an output half written

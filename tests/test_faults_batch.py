@@ -184,7 +184,7 @@ def test_prompt_file_goes_on_past_failing_prompts_and_reports_each(tmp_path, mon
     prompts.write_text("a lighthouse\nnude teen on a beach\na red fox\na storm at sea\n")
     real = ourvidz.job.run_job
 
-    def run_job(plan, cache, on_step=None):
+    def run_job(plan, cache, on_step=None, on_phase=None):
         if plan.prompt == "a red fox":
             from ourvidz.errors import GenerationFailed
             raise GenerationFailed("image_fast failed while generating: boom")

@@ -60,7 +60,7 @@ def test_hostile_payloads_are_recorded_once_and_the_worker_goes_on(fleet):
     assert [rec["state"] for rec in recs] == ["failed"] * 4 + ["completed"]
     assert [rec["attempts"] for rec in recs] == ["1"] * 5  # counted once, never retried
     assert "nests deeper than 32 levels" in recs[0]["error"] and "nests deeper" in recs[1]["error"]
-    assert "bytes; the limit is" in recs[2]["error"] and "less than or equal to 241" in recs[3]["error"]
+    assert "is more than 1000000 bytes" in recs[2]["error"] and "less than or equal to 241" in recs[3]["error"]
     assert fleet.procs[0].poll() is None
     log = fleet.log()
     assert "unexpected" not in log and "RecursionError" not in log

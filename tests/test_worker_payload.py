@@ -31,14 +31,18 @@ PRODUCTION_SDXL = {
 
 
 def test_parse_reads_the_production_fields():
+    """A raw 2025-07 payload is taken as that era's worker took it: what it ignored (size, steps,
+    guidance, frames, the composed negative) is recorded under `ignored`, not applied;
+    `ourvidz submit`'s own payloads apply every value (the era tests cover each era)."""
     spec = payload.parse(json.dumps(PRODUCTION_VIDEO))
-    assert (spec.id, spec.job_type, spec.negative) == (PRODUCTION_VIDEO["id"], "video_fast", "blurry, watermark")
-    assert spec.overrides.as_dict() == {}  # 480*832, 25 steps, 6.5, 81 frames: the preset's own values
+    assert (spec.id, spec.job_type, spec.era, spec.negative) == (PRODUCTION_VIDEO["id"], "video_fast", "2025-07", "")
+    assert spec.overrides.as_dict() == {} and spec.ignored["negative_prompt_composed"] == "blurry, watermark"
     assert spec.notes == ["config.frame_num 83 -> 81 (Wan makes 4k+1 frames)"]
     sdxl = payload.parse(json.dumps(PRODUCTION_SDXL | {"seed": 7}))
-    assert sdxl.overrides.as_dict() == {"num_images": 2} and sdxl.seed == 7 and sdxl.negative == ""
+    assert sdxl.overrides.as_dict() == {"num_images": 1}  # production's SDXL worker ran any count but 1/3/6 as 1
     custom = payload.parse(json.dumps({"id": "j1", "type": "image_fast", "prompt": "p", "config": {"size": "320x576",
-                                       "sample_steps": "4", "sample_guide_scale": 5, "seed": 3, "enhance_prompt": True}}))
+                                       "sample_steps": "4", "sample_guide_scale": 5, "seed": 3, "enhance_prompt": True},
+                                       "metadata": {"submitted_by": "ourvidz submit"}}))
     assert custom.overrides.as_dict() == {"width": 320, "height": 576, "steps": 4, "guidance": 5.0}
     assert (custom.seed, custom.enhance) == (3, True)
     assert [payload.made_frames(n, 4) for n in (1, 5, 17, 83, 84, 85)] == [1, 5, 17, 81, 81, 85]

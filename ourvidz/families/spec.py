@@ -42,6 +42,7 @@ class Family:
     clip_window: int | None = None  # the prompt window of a CLIP text encoder, where it has one
     text_window: int | None = None  # tokens its text encoder reads (UMT5: 512)
     multi_image: bool = False  # one job makes num_images images
+    img2img: bool = False  # reference-image modes (img2img, exact copy) run on its resident components
     parallel_split: str | None = None  # one job on N ranks: "images" or "guidance_context" (ourvidz.distributed)
     parallel_generate: str | None = None  # "module:function(model, req, on_step, ctx, plan)" for it
     frame_step: int | None = None  # video frame counts are frame_step * k + 1 (Wan: 4, its VAE's stride)

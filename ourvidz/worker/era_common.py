@@ -9,7 +9,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ourvidz import families
 from ourvidz.errors import BadInput
+
+# The production system has two workers, known by their queues; each is one of ourvidz's families.
+_FAMILY_OF_QUEUE = {f.queue: name for name, f in families.FAMILIES.items() if f.queue}
+SDXL, WAN = _FAMILY_OF_QUEUE["sdxl_queue"], _FAMILY_OF_QUEUE["wan_queue"]
 
 JOB_TYPES = (
     "sdxl_image_fast", "sdxl_image_high", "image_fast", "image_high", "video_fast", "video_high",
@@ -161,4 +166,9 @@ def _prompt(value: Any, ctx: _Ctx, *, exact_copy: bool) -> str:
 
 
 def _family(job_type: str) -> str:
-    return "sdxl" if job_type.startswith("sdxl_") else "wan"
+    return SDXL if job_type.startswith("sdxl_") else WAN
+
+
+def made_frames(n: int, step: int) -> int:
+    """The frame count a family with this frame step makes when asked for n: the step*k+1 at or below it."""
+    return n - (n - 1) % step

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ourvidz.worker.era_common import (
+from ourvidz import families
+from ourvidz.worker.era_common import (  # noqa: I001
+    SDXL, WAN, made_frames,
     EXACT_COPY_MAX_DENOISE, RESOLUTION_RE, SDXL_NUM_IMAGES, NormalizedJob, _Ctx, _family, _job_type, _leftover,
     _present, _prompt, _short, _user_id,
 )
@@ -23,7 +25,7 @@ def _camel(data: dict[str, Any], ctx: _Ctx, era: str) -> NormalizedJob:
     count = metadata.get("num_images", data.get("numImages"))
     if count is not None:
         count = ctx.int_(count, "numImages", 1)
-        if _family(job_type) == "sdxl":
+        if _family(job_type) == SDXL:
             overrides["num_images"] = count if count in SDXL_NUM_IMAGES else 1
         elif count != 1:
             ignored["num_images"] = count
@@ -82,10 +84,12 @@ def _july(data: dict[str, Any], ctx: _Ctx, era: str) -> NormalizedJob:
                     if k in config and config[k] is None)
     if config.get("frame_num") is not None:
         frames = ctx.int_(config["frame_num"], "config.frame_num", 1)
-        if family == "wan" and frames > 1 and (frames - 1) % 4:
-            notes.append(f"config.frame_num {frames} -> {frames - (frames - 1) % 4} (Wan makes 4k+1 frames)")
-            frames -= (frames - 1) % 4
-        if family == "wan" or everything:
+        step = families.get(family).frame_step
+        if step and frames > 1 and made_frames(frames, step) != frames:
+            notes.append(f"config.frame_num {frames} -> {made_frames(frames, step)} "
+                         f"({families.get(family).title} makes {step}k+1 frames)")
+            frames = made_frames(frames, step)
+        if family == WAN or everything:
             put("frames", frames, False)  # wan_worker.py generated with its own job_configs frame_num
         used_cfg.add("frame_num")
     # num_images: config (sdxl_worker.py d183f4a, 2025-07-13 on), else metadata (the 2025-07-06 form)
@@ -93,7 +97,7 @@ def _july(data: dict[str, Any], ctx: _Ctx, era: str) -> NormalizedJob:
     count = config.get("num_images") if count_src == "config" else metadata.get("num_images")
     if count is not None:
         count = ctx.int_(count, f"{count_src}.num_images", 1)
-        if family == "sdxl":
+        if family == SDXL:
             put("num_images", count if (count in SDXL_NUM_IMAGES or everything) else 1, True)
         elif count != 1 or everything:
             put("num_images", count, False)
@@ -103,7 +107,7 @@ def _july(data: dict[str, Any], ctx: _Ctx, era: str) -> NormalizedJob:
     if seed_src:
         seed = ctx.int_(seed_src[1], "seed")
         # sdxl_worker.py 25979d5 (2025-07-18) on: config.seed, used when truthy; Wan never took a seed
-        put("seed", seed, family == "sdxl" and seed_src[0] == "config" and seed != 0)
+        put("seed", seed, family == SDXL and seed_src[0] == "config" and seed != 0)
         {"config": used_cfg, "metadata": used_meta}.get(seed_src[0], set()).add("seed")
     enhance = None
     if config.get("enhance_prompt") is not None:
@@ -129,7 +133,7 @@ def _july(data: dict[str, Any], ctx: _Ctx, era: str) -> NormalizedJob:
     used_cfg.update({"compel_enabled", "compel_weights"})
     return NormalizedJob(
         id=ctx.job_id, era=era, job_type=job_type, prompt=prompt, negative_prompt=negative, overrides=overrides,
-        enhance=enhance, compel_weights=compel if family == "sdxl" else None, reference=reference,
+        enhance=enhance, compel_weights=compel if family == SDXL else None, reference=reference,
         user_id=_user_id(data.get("user_id"), ctx, "user_id"),
         callback=_callback_old(data, ctx.job_id, job_type,
                                data["bucket"] if isinstance(data.get("bucket"), str) else job_type, camel=False),
@@ -150,7 +154,7 @@ def _compel(data: dict[str, Any], config: dict[str, Any], ctx: _Ctx) -> str | No
 
 
 def _july_reference(data, config, metadata, family, ctx, ignored, used_cfg, used_meta):
-    if family == "wan":
+    if family == WAN:
         start = config.get("first_frame") or metadata.get("start_reference_url") or data.get("start_reference_url")
         end = config.get("last_frame") or metadata.get("end_reference_url") or data.get("end_reference_url")
         single = config.get("image") or metadata.get("reference_image_url")
@@ -232,7 +236,7 @@ def _august(data: dict[str, Any], ctx: _Ctx, era: str) -> NormalizedJob:
     exact = metadata.get("exact_copy_mode")
     exact = ctx.bool_(exact, "metadata.exact_copy_mode") if exact is not None else False
     prompt = _prompt(data.get("prompt"), ctx, exact_copy=exact)
-    sdxl = family == "sdxl"
+    sdxl = family == SDXL
 
     # steps: config.num_inference_steps (b2d9f604, 2025-08-20 on); config.steps before it, which no worker read
     for key, name in (("num_inference_steps", "steps"), ("steps", "steps"), ("guidance_scale", "guidance")):
@@ -349,7 +353,7 @@ def _callback_new(job_id: str, user_id: Any, family: str) -> dict[str, Any]:
     """2025-08 on: files in workspace-temp at {user_id}/{job_id}/{i}.png (0.mp4 for Wan) plus
     {i}.thumb.webp; assets as objects. job-callback verifies X-Callback-Signature from 2026-04-07."""
     user = str(user_id) if isinstance(user_id, (str, int)) and not isinstance(user_id, bool) else None
-    ext = "png" if family == "sdxl" else "mp4"
+    ext = "png" if family == SDXL else "mp4"
     return {"url_path": "/functions/v1/job-callback", "auth": "bearer_service_key",
             "signature": "X-Callback-Signature: sha256=<hex HMAC-SHA256(JOB_CALLBACK_SECRET, raw body)>",
             "body": "snake", "job_id": job_id, "bucket": "workspace-temp", "assets_as": "objects",

@@ -35,6 +35,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ourvidz.errors import BadInput
+from ourvidz.jsonio import loads_bounded
+
 from ourvidz.worker.era_common import (  # noqa: F401 - the shared names are part of this module's interface
     ALIASES, EXACT_COPY_MAX_DENOISE, ID_RE, JOB_TYPES, REFERENCE_MODES, RESOLUTION_RE, SDXL_NUM_IMAGES, NormalizedJob,
     PayloadError, _Ctx, _family, _job_type, _leftover, _present, _prompt, _short, _user_id, fallback_id,
@@ -77,11 +80,11 @@ def _decode(element: Any) -> tuple[Any, bytes, str | None]:
 
 
 def _loads(text: str, raw: bytes) -> Any:
+    """Bounded (ourvidz.jsonio: size and nesting checked before parsing): nothing but PayloadError."""
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise PayloadError(f"the element is not JSON ({str(exc)[:120]}): {_short(text[:80])}",
-                           fallback_id(raw)) from None
+        return loads_bounded(text, what="the element")
+    except BadInput as exc:
+        raise PayloadError(f"{exc}: {_short(text[:80])}", fallback_id(raw)) from None
 
 
 def _id_in_list(items: list, raw: bytes) -> str:
@@ -141,8 +144,10 @@ def _identify(data: dict[str, Any], raw: bytes) -> str:
     except ValueError:
         raise PayloadError("the payload's id is a number too long to use", fallback_id(raw)) from None
     if not ID_RE.fullmatch(job_id):  # reported under it all the same: the producer knows the job by it
-        raise PayloadError(f"id {job_id[:80]!r} cannot name an output folder (letters, digits, '.', '_', '-'; "
-                           "at most 128)", job_id)
+        # Reported under it all the same, unless it is too long to be a key or a log line: then under
+        # the payload's hash.
+        raise PayloadError(f"id {_short(job_id)} cannot name an output folder (letters, digits, '.', '_', '-'; "
+                           f"at most 128; this one has {len(job_id)})", job_id if len(job_id) <= 128 else fallback_id(raw))
     return job_id
 
 

@@ -282,7 +282,9 @@ class Worker(Recovery):
             seed = result.plan.seed if hasattr(result, "plan") else result.seed
             reference = getattr(getattr(result, "plan", None), "reference", None)
             fields = {"state": "completed", "error": "", "seed": "" if seed is None else seed,
-                      "assets": json.dumps(assets), "files": json.dumps([str(p.resolve()) for p in result.files]),
+                      "assets": json.dumps(assets),
+                      "files": json.dumps([str(p.resolve()) for p in result.files]  # with its thumbnails
+                                          + (delivered or {}).get("thumbnails", [])),
                       "timings": json.dumps(timings), "stored": json.dumps((delivered or {}).get("stored", [])),
                       "note": "; ".join(spec.notes) if spec else "",
                       "reference": json.dumps(reference.to_dict()) if reference else ""}

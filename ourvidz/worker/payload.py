@@ -28,6 +28,7 @@ from ourvidz.overrides import Overrides
 from ourvidz.presets import Preset, load_preset
 from ourvidz.redact import mask_url
 from ourvidz.worker import eras
+from ourvidz.worker.era_common import made_frames  # noqa: F401 - part of this module's interface
 from ourvidz.worker.eras import ID_RE, fallback_id  # noqa: F401 - part of this module's interface
 
 MalformedJob = eras.PayloadError  # a payload the worker cannot run; .job_id is what its failure is recorded under

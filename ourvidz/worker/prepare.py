@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ourvidz import families
 from ourvidz.errors import BadInput
 from ourvidz.worker.payload import QueuedJob
 
@@ -49,7 +50,7 @@ def prepare(spec: QueuedJob, *, out_dir: Path, presets_dir, counter, demo: bool,
             raise BadInput(f"reference mode {mode} ({WAN_MODES[mode]}) needs Wan image-to-video weights that "
                            f"the ten job types do not load; {spec.job_type} runs text-to-video only, so this "
                            "job is refused rather than run without its reference")
-        if mode not in ("img2img", "exact_copy") or spec.preset.family != "sdxl":
+        if mode not in ("img2img", "exact_copy") or not families.get(spec.preset.family).img2img:
             raise BadInput(f"reference mode {mode} is not supported for {spec.job_type} (SDXL img2img and "
                            "exact_copy are)")
         images = spec.reference.get("images") or []

@@ -36,6 +36,7 @@ FAMILY = Family(
     speedups="ourvidz.families.sdxl.speedups:SWITCHES",
     clip_window=77,
     multi_image=True,
+    img2img=True,
     parallel_split="images",
     parallel_generate="ourvidz.families.sdxl.parallel:generate",
     check_preset=check_preset,
