@@ -215,12 +215,15 @@ def test_under_torchrun_each_process_is_one_rank(tmp_path):
     script.write_text("import sys; sys.path.insert(0, %r)\n"
                       "from test_distributed import ok_on_ranks\n"
                       "from ourvidz.distributed import launch\n"
-                      "print('result', launch(2, ok_on_ranks, device_type='cpu'))\n" % str(Path(__file__).parent))
+                      "import os; r = launch(2, ok_on_ranks, device_type='cpu')\n"
+                      "open(os.path.join(%r, 'rank-%%s' %% os.environ['RANK']), 'w').write(repr(r))\n"
+                      % (str(Path(__file__).parent), str(tmp_path)))
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script)], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "result (0, 2, 3.0, '0')" in proc.stdout and "result (1, 2, 3.0, '0')" in proc.stdout
+    # each rank writes its own file (printing, the two ranks' lines interleave)
+    assert [(tmp_path / f"rank-{r}").read_text() for r in (0, 1)] == ["(0, 2, 3.0, '0')", "(1, 2, 3.0, '0')"]
 
 
 @pytest.mark.slow

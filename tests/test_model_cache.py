@@ -3,6 +3,7 @@ budget; past it the least recently used one moves to CPU memory or is freed. Fak
 known sizes stand in for the real ones, except in the last test (the demo Qwen enhancer)."""
 
 import pytest
+import torch
 
 from ourvidz import model_cache
 from ourvidz.families.qwen.enhancer import QwenEnhancer
@@ -109,7 +110,7 @@ def test_over_budget_on_an_accelerator_moves_to_cpu_in_lru_order(weights_file, m
     # "meta" stands in for the GPU: a device that is not the CPU, with no CUDA calls behind it.
     monkeypatch.setattr(model_cache, "available_host_memory", lambda: 10**12)
     log = []
-    cache = fake_cache(weights_file, 0.95, log, device="meta")  # room for qwen + one 0.3 GB model
+    cache = fake_cache(weights_file, 0.95, log, device=torch.device("meta"))  # room for qwen + one 0.3 GB model
     cache.get("qwen")
     cache.get("wan")
     cache.get("qwen")  # touch: wan is now the least recently used

@@ -71,7 +71,7 @@ def test_a_retry_goes_to_the_back_and_submit_pushes_at_the_same_end(server, end)
         enqueue(r, {"id": f"q{i}", "type": "sdxl_image_fast", "prompt": "p"}, "sdxl_queue", end)
     raw = r.lmove("sdxl_queue", processing_key(w.id, "sdxl_queue"), w.take_ends["sdxl_queue"], "LEFT")
     assert json.loads(raw)["id"] == "q0"  # oldest first
-    r.hset(job_key("q0"), mapping={"worker": w.id, "attempts": 1})
+    r.hset(job_key("q0"), mapping={"worker": w.id, "attempts": 1, "state": "running"})  # as START leaves it
     back = "rpush" if end == "right" else "lpush"
     assert w.scripts["finish"]([job_key("q0"), processing_key(w.id, "sdxl_queue"), "sdxl_queue"],
                                [w.id, 1, raw, 0, back, "state", "queued"]) == 1

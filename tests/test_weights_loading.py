@@ -297,5 +297,5 @@ def test_models_status_and_fetch_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     line = one_error_line(run("models", "fetch", "wan", "--models", tmp_path / "m.yaml"), 4)
     assert "hub is unreachable" in line
-    assert "nothing to fetch" in one_error_line(run("models", "fetch", "sdxl", "--models", tmp_path / "m.yaml"), 2)
+    assert "nothing to download" in one_error_line(run("models", "fetch", "sdxl", "--models", tmp_path / "m.yaml"), 2)  # a local folder
     assert "unknown family" in one_error_line(run("models", "fetch", "flux"), 2)

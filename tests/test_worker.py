@@ -169,7 +169,8 @@ def test_reaper_requeues_a_dead_workers_job_next_and_fails_it_after_max_attempts
     reaper = Worker(redis_url, max_attempts=3, log=lambda line: None)
     reaper.connect()
     reaper.reap(startup=True)
-    assert [json.loads(j)["id"] for j in client.lrange("wan_queue", 0, -1)] == ["waiting", "retry"]  # retry is next
+    # Producers push on the right (production since 2025-08-16), so workers take from the left: retry is next.
+    assert [json.loads(j)["id"] for j in client.lrange("wan_queue", 0, -1)] == ["retry", "waiting"]
     assert store.record(client, "retry")["state"] == "queued"
     assert "ghost-1-0000 stopped (heartbeat expired) during attempt 1; requeued" in store.record(client, "retry")["error"]
     spent = store.record(client, "spent")
@@ -205,22 +206,25 @@ def test_production_payload_accepted_as_is(fleet):
     assert (video["state"], sdxl["state"]) == ("completed", "completed"), (video, sdxl)
     assert video["note"] == "config.frame_num 83 -> 81 (Wan makes 4k+1 frames)"
     mp4 = Path(video["assets"][0])
-    assert mp4 == fleet.out.resolve() / PRODUCTION_VIDEO["id"] / "video.mp4"
+    assert mp4 == fleet.out.resolve() / "jobs" / PRODUCTION_VIDEO["id"] / "video.mp4"  # the worker's namespace
     assert read_video_info(mp4)["frames"] == 81
     plan = read_metadata(mp4)["plan"]
-    assert plan["preset"]["steps"] == 25 and plan["negative_prompt"]["user_text"] == "blurry, watermark"
-    assert [Path(a).name for a in sdxl["assets"]] == ["image-00.png", "image-01.png"]
+    # A 2025-07 payload runs as that era's worker ran it: the composed negative is recorded, not applied.
+    assert plan["preset"]["steps"] == 25 and plan["negative_prompt"]["user_text"] == ""
+    assert video["ignored"]["negative_prompt_composed"] == "blurry, watermark"
+    assert [Path(a).name for a in sdxl["assets"]] == ["image-00.png"]  # 2 images: production's SDXL worker made 1
     wait_for(lambda: callbacks_for(PRODUCTION_VIDEO["id"]), 10, "the callback")
     [cb] = callbacks_for(PRODUCTION_VIDEO["id"])
-    assert cb == {"job_id": PRODUCTION_VIDEO["id"], "status": "completed", "assets": [str(mp4)],
-                  "error_message": None, "_content_type": "application/json"}
+    assert (cb["job_id"], cb["status"], cb["error_message"]) == (PRODUCTION_VIDEO["id"], "completed", None)
+    assert [(a["type"], a["url"]) for a in cb["assets"]] == [("video", str(mp4))]
 
 
 @pytest.mark.slow
 def test_malformed_jobs_fail_with_their_error_and_the_workers_go_on(fleet):
     bad = {"m-unknown": {"type": "video_ultra", "prompt": "p"}, "m-no-prompt": {"type": "image_fast"},
            "m-size": {"type": "image_fast", "prompt": "p", "config": {"size": "huge"}},
-           "m-steps": {"type": "image_fast", "prompt": "p", "config": {"sample_steps": 0}},
+           "m-steps": {"type": "image_fast", "prompt": "p", "config": {"sample_steps": 0},
+                       "metadata": {"submitted_by": "ourvidz submit"}},  # a submit payload applies its steps
            "m-refused": {"type": "image_fast", "prompt": "a naked child"},
            "m-empty": {"type": "image_fast", "prompt": "  "}}
     fleet.r.lpush("wan_queue", b"\xff not json", *[json.dumps({"id": k, **v}) for k, v in bad.items()])
@@ -230,8 +234,8 @@ def test_malformed_jobs_fail_with_their_error_and_the_workers_go_on(fleet):
                        fleet.wait_done([*bad, good["id"], payload.fallback_id(b"\xff not json")], 60)))
     assert records["good"]["state"] == "completed"
     expected = {"m-unknown": "unknown job type 'video_ultra'", "m-no-prompt": "no 'prompt'", "m-size": "config.size",
-                "m-steps": "--steps", "m-refused": "prompt refused", "m-empty": "prompt is empty",
-                "junk": "the payload is not UTF-8 (byte 0xff at offset 0)"}
+                "m-steps": "config.sample_steps must be at least 1", "m-refused": "prompt refused", "m-empty": "prompt is empty",
+                "junk": "not UTF-8"}
     for name, message in expected.items():
         assert records[name]["state"] == "failed" and message in records[name]["error"], records[name]
         assert records[name]["attempts"] == "1"  # bad input is not retried
@@ -256,8 +260,9 @@ def test_two_workers_drain_50_jobs_each_done_once(fleet):
     assert {r["worker"] for r in records} == set(fleet.worker_pids().values())  # both took a share
     log = fleet.log()
     for job_id in ids:
-        folder = fleet.out / job_id
-        assert sorted(p.name for p in folder.iterdir()) == ["image-00.json", "image-00.png", "report.json"]
+        folder = fleet.out / "jobs" / job_id
+        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+            "image-00.json", "image-00.png", "image-00.thumb.webp", "report.json"]
         assert log.count(f"{job_id} (") == 2  # "taken from", "completed": by one worker, once
         assert [c["status"] for c in callbacks_for(job_id)] == ["completed"]
     assert fleet.r.llen("wan_queue") == fleet.r.llen("sdxl_queue") == 0
@@ -274,7 +279,8 @@ def test_killed_worker_job_is_finished_by_the_other(fleet):
     [done] = fleet.wait_done([job_id], 90)
     assert done["state"] == "completed" and done["attempts"] == "2" and done["worker"] != rec["worker"]
     assert f"worker {rec['worker']} stopped (heartbeat expired): 1 job(s) back on wan_queue" in fleet.log()
-    assert sorted(p.name for p in (fleet.out / job_id).iterdir()) == ["image-00.json", "image-00.png", "report.json"]
+    assert sorted(p.name for p in (fleet.out / "jobs" / job_id).iterdir() if not p.name.startswith(".")) == [
+        "image-00.json", "image-00.png", "image-00.thumb.webp", "report.json"]
     assert [c["status"] for c in callbacks_for(job_id)] == ["completed"]
     shown = run("status", job_id, "--redis", fleet.url)
     assert "state: completed" in shown.stdout and "attempts: 2" in shown.stdout

@@ -65,10 +65,13 @@ class GenerationOutput:
     text_encoding: dict | None = None  # per text and encoder: tokens, window, chunks, truncation, weights
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """--device checked here, in one line: cpu, cuda, cuda:N (N a GPU of this machine) or mps."""
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """--device checked here, in one line: cpu, cuda, cuda:N (N a GPU of this machine) or mps. A
+    torch.device is taken as it is (code, not a user, chose it)."""
     from ourvidz.errors import BadInput
 
+    if isinstance(device, torch.device):
+        return device
     if not device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     text = device.strip().lower()

@@ -18,14 +18,19 @@ return n
 # KEYS: job, processing, queue. ARGV: worker, attempt, payload, ttl, the producers' push ('lpush' or 'rpush') to
 # retry (at the back of the queue) or '', field, value, ...
 # Records only for the running attempt: once REAP put the job back or failed it, its old attempt
-# records nothing (the reaper's verdict and callback stand; the next attempt runs it).
+# records nothing (the reaper's verdict and callback stand; the next attempt runs it). The same
+# call repeated (its reply lost to a dropped connection) answers 1 again and changes nothing.
 FINISH = """
-local state, owner, n = unpack(redis.call('HMGET', KEYS[1], 'state', 'worker', 'attempts'))
-local mine = state == 'running' and owner == ARGV[1] and n == ARGV[2]  -- not once reaped (requeued or failed)
+local state, owner, n, done = unpack(redis.call('HMGET', KEYS[1], 'state', 'worker', 'attempts', 'recorded_by'))
 local removed = redis.call('LREM', KEYS[2], 1, ARGV[3])
-if not mine then return 0 end
+if owner ~= ARGV[1] or n ~= ARGV[2] then return 0 end
+local attempt = ARGV[1] .. ':' .. ARGV[2]
+if state ~= 'running' then  -- recorded already: by this call repeated after a lost reply (1), or reaped (0)
+  if done == attempt then return 1 end
+  return 0
+end
 if (ARGV[5] == 'lpush' or ARGV[5] == 'rpush') and removed == 1 then redis.call(ARGV[5], KEYS[3], ARGV[3]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'recorded_by', attempt, unpack(ARGV, 6))
 if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 return 1
 """
