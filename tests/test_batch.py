@@ -170,6 +170,7 @@ def test_failed_jobs_are_recorded_and_the_others_finish_then_a_rerun_retries_the
         {"a red fox": 1, "explode": 2, "disk full": 2, "a cat": 1}
 
 
+@pytest.mark.slow
 def test_sigterm_stops_after_the_current_job_and_a_second_signal_stops_at_once(tmp_path, monkeypatch):
     import ourvidz.job
 

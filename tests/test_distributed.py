@@ -13,6 +13,8 @@ from ourvidz.distributed import ParallelContext, ParallelPlan, launch
 from ourvidz.errors import GenerationFailed, OutOfMemory
 from ourvidz.families.base import GenerationRequest
 
+pytestmark = pytest.mark.slow  # each test spawns ranks that import torch and diffusers
+
 NEG = "blurry, low quality"
 
 

@@ -99,6 +99,7 @@ def test_sigterm_during_the_final_summary_still_writes_it_and_exits_130(tmp_path
     assert exc.value.exit_code == 130
 
 
+@pytest.mark.slow
 def test_sigterm_in_a_real_process_at_start_up_exits_130(tmp_path):
     path, out = jobs_file(tmp_path), tmp_path / "b"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -160,6 +161,7 @@ def test_a_disk_too_full_for_the_manifest_or_summary_is_still_one_line_exit_8(tm
         assert "the summary could not be written" in result.output and len(m["runs"]) == 2
 
 
+@pytest.mark.slow
 def test_manifest_saves_at_10000_jobs_are_cheap_and_exact(tmp_path):
     rec = {"id": "x", "state": "done", "files": ["a/image-00.png"], "overrides": {"steps": 2}, "prompt": "é \" \\ \x00",
            "seconds": 1.5, "error": None}

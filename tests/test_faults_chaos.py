@@ -108,6 +108,7 @@ def worker_chaos(base: Path, jobs: int, workers: int, events: int, seed: int) ->
             "seconds": round(time.monotonic() - t0)}
 
 
+@pytest.mark.slow
 def test_worker_chaos_short(tmp_path):
     figures = worker_chaos(tmp_path, jobs=8, workers=3, events=4, seed=15)
     print("worker chaos (short):", json.dumps(figures))
@@ -163,7 +164,10 @@ def batch_chaos(base: Path, jobs: int, interruptions: int, seed: int) -> dict:
         if n == interruptions:
             assert rc == 0, err.decode()[-2000:]
         elif how == signal.SIGTERM:
-            assert rc in (0, 130), (rc, err.decode()[-2000:])  # 0: it had finished before the signal
+            # 0: it had finished before the signal. -15: the signal came while the interpreter itself was
+            # starting, before any ourvidz code ran (nothing to handle it yet; nothing was done either).
+            early = rc == -signal.SIGTERM and not err and not _run_recorded(out, proc.pid)
+            assert rc in (0, 130) or early, (rc, err.decode()[-2000:])
         if not (out / MANIFEST).exists():
             continue
         m = json.loads((out / MANIFEST).read_text())
@@ -183,6 +187,7 @@ def batch_chaos(base: Path, jobs: int, interruptions: int, seed: int) -> dict:
             "seconds": round(time.monotonic() - t0)}
 
 
+@pytest.mark.slow
 def test_batch_chaos_short(tmp_path):
     print("batch chaos (short):", json.dumps(batch_chaos(tmp_path, jobs=6, interruptions=3, seed=15)))
 

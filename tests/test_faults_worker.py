@@ -20,6 +20,8 @@ from ourvidz.worker import payload
 from ourvidz.worker.attempts import OutageLog, on_step_with_deadline, JobTimedOut
 from ourvidz.worker.loop import Worker
 
+pytestmark = pytest.mark.slow  # real redis-server and worker processes
+
 TTL = 2
 
 

@@ -41,6 +41,7 @@ def test_video_fast_full_frame_count(tmp_path):
     assert info["frames"] == 81 and info["fps"] == 16
 
 
+@pytest.mark.slow
 def test_png_parameters_chunk_and_replay(tmp_path):
     ok("generate", "sdxl_image_fast", "portrait of a dancer", "--demo", "--steps", 2, "--num-images", 2,
        "--seed", 41, "--guidance", 5.5, "--negative", "ugly", "--out", tmp_path / "a")

@@ -236,6 +236,7 @@ def test_run_job_reports_phases_to_its_listener(tmp_path):
     assert sorted(starts) == sorted(ends)  # every phase that starts ends
 
 
+@pytest.mark.slow
 def test_no_library_warnings_in_a_demo_run(tmp_path):
     import os
     import subprocess

@@ -5,10 +5,17 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from ourvidz.cli import app
-from ourvidz.outputs import a1111_parameters, mp4_boxes, parse_a1111, read_video_tags, save_mp4
+from ourvidz.outputs import (
+    a1111_parameters,
+    mp4_boxes,
+    parse_a1111,
+    read_video_tags,
+    save_mp4,
+)
 
 runner = CliRunner()
 
@@ -73,6 +80,7 @@ def test_sd_parsers_reads_a_demo_png(tmp_path):
     assert got["note"] == "demo (random weights)"  # every field, the demo note too
 
 
+@pytest.mark.slow
 def test_single_file_checkpoint_hash_is_autov2_and_name_has_no_extension(tmp_path, monkeypatch):
     from ourvidz.families.sdxl.build import demo_single_file
 

@@ -176,6 +176,7 @@ def check(element):
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(payloads, st.sampled_from(["plain", "array", "data", "bytes"]))
+@pytest.mark.slow
 def test_random_payloads_raise_only_payload_error(payload, wrap):
     text = json.dumps(payload)
     element = {"plain": text, "array": json.dumps([text]), "data": json.dumps({"data": text}),

@@ -213,6 +213,7 @@ def test_wan_records_truncation():
 
 
 # ---------------------------------------------------------------- end to end (the "done when")
+@pytest.mark.slow
 def test_demo_run_120_token_weighted_prompt_90_token_negative(tmp_path):
     from typer.testing import CliRunner
 

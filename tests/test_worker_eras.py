@@ -24,6 +24,8 @@ from PIL import Image
 from eras_servers import SECRET, TOKEN, CallbackReceiver, ImageServer, RedisServer, S3Server, png_bytes
 from ourvidz.worker.store import record
 
+pytestmark = pytest.mark.slow  # real redis-server, S3 server and worker processes, every era end to end
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "payloads"
 PROD_HOST = "https://abcdefghijklmnop.supabase.co"
