@@ -20,6 +20,7 @@ import torch
 
 from ourvidz import families
 from ourvidz.errors import one_line
+from ourvidz.bench.measure import card_matmul_tflops, pixels_of, psnr, stats
 from ourvidz.families.base import sync
 from ourvidz.job import run_job
 from ourvidz.model_cache import ModelCache
@@ -45,26 +46,6 @@ class BenchConfig:
     deadline_s: float | None = None  # skip what would start past this many seconds
     step_cache: float | None = None  # also time the lossy first-block cache (wan jobs) at this threshold
     gpus: int = 1  # ourvidz spreads each job over this many GPUs (ourvidz.ranks); plain diffusers uses one
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
-
-
-def card_matmul_tflops(device: torch.device) -> float | None:
-    """The card's dense bf16 rate, measured now: the floor is arithmetic at this rate."""
-    if device.type != "cuda":
-        return None
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(20):
-        a @ b
-    sync(device)
-    return 20 * 2 * 8192**3 / (time.perf_counter() - t0) / 1e12
 
 
 def plain_job(cache: ModelCache, plan, out: Path) -> tuple[Any, float, float]:
@@ -97,22 +78,6 @@ def plain_job(cache: ModelCache, plan, out: Path) -> tuple[Any, float, float]:
     if p.is_video:  # compared after the same encoding as ourvidz's own MP4
         pixels = read_video_frames(video)
     return pixels, t_end - t0, t_end - t_save
-
-
-def pixels_of(result) -> np.ndarray:
-    from PIL import Image
-
-    images = [Image.open(f) for f in result.files if f.suffix == ".png"]
-    if images:
-        return np.stack([np.asarray(im.convert("RGB")) for im in images])
-    from ourvidz.outputs import read_video_frames
-
-    return read_video_frames(next(f for f in result.files if f.suffix == ".mp4"))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 class Bench:
