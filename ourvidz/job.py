@@ -19,7 +19,7 @@ import torch
 from ourvidz import __version__, families, layout
 from ourvidz.errors import GenerationFailed, OurvidzError, OutOfMemory, one_line
 from ourvidz.families.base import GenerationOutput, GenerationRequest
-from ourvidz.outputs import a1111_parameters, atomic_replace, atomic_write, save_mp4, save_png, to_json
+from ourvidz.outputs import Mp4Stream, a1111_parameters, atomic_replace, atomic_write, save_png, to_json
 from ourvidz.plan import JobPlan
 from ourvidz.progress import PhaseListener, phase, reporting, within
 from ourvidz.report import build_report, reset_peak_memory, versions
@@ -72,10 +72,24 @@ def _run_job(plan: JobPlan, cache, on_step, parallel) -> JobResult:
 
         tokens = best_counter(getattr(pipeline, "tokenizer", None)).count(prompt)
         enhancement |= {"clip_tokens": tokens, "clip_window": clip_window, "clip_truncated": tokens > clip_window}
-    with within(preset.family):
-        output = _generate(plan, prompt, pipeline, cache, on_step if main else None, parallel)
-    if not main:  # rank 0 writes the files and the report
-        return JobResult(plan=plan, files=[], report={})
+    # A video's MP4 is encoded while the VAE decodes it (rank 0): see outputs.Mp4Stream.
+    stream = _video_stream(plan, prompt, pipeline.identity, demo) if preset.is_video and main else None
+    try:
+        with within(preset.family):
+            output = _generate(plan, prompt, pipeline, cache, on_step if main else None, parallel,
+                               on_frames=stream.add if stream is not None else None)
+        if not main:  # rank 0 writes the files and the report
+            return JobResult(plan=plan, files=[], report={})
+        return _finish(plan, output, prompt, pipeline, cache, demo, load, models, enhancement, stream, t_start)
+    finally:
+        if stream is not None:
+            stream.abort()  # nothing when it was closed; else no half-made MP4 is left behind
+
+
+def _finish(plan: JobPlan, output: GenerationOutput, prompt: str, pipeline, cache, demo: bool, load: dict,
+            models: dict, enhancement, stream, t_start: float) -> JobResult:
+    """The files of a generated job: media and sidecars, then report.json."""
+    preset = plan.preset
     phases = dict(output.phases)
     models[preset.family] = {**pipeline.identity, "speedups": getattr(pipeline, "speedups_applied", []),
                              "lossy_step_cache": getattr(pipeline, "step_cache", None)}
@@ -94,8 +108,10 @@ def _run_job(plan: JobPlan, cache, on_step, parallel) -> JobResult:
         "versions": versions(),
         "timings": {"load": load, **phases},
     }
-    files = _save(plan, output, prompt, sidecar, models[preset.family], demo)
+    files = _save(plan, output, prompt, sidecar, models[preset.family], demo, stream)
     phases["save"] = time.perf_counter() - t_save
+    if stream is not None:  # H.264 seconds, most of them spent during the VAE decode
+        phases["encode_mp4"] = stream.encode_seconds
 
     total = time.perf_counter() - t_start
     report = build_report(plan, device=cache.device, demo=demo, load=load, phases=phases, total=total,
@@ -116,7 +132,8 @@ def _enhance(plan: JobPlan, cache, load: dict, models: dict) -> tuple[str, dict[
     return result.text, result.to_dict()
 
 
-def _generate(plan: JobPlan, prompt: str, pipeline, cache, on_step, parallel=None) -> GenerationOutput:
+def _generate(plan: JobPlan, prompt: str, pipeline, cache, on_step, parallel=None,
+              on_frames=None) -> GenerationOutput:
     """The family's pipeline on the plan; out of memory and library failures become one-line errors."""
     preset = plan.preset
     request = GenerationRequest(
@@ -124,7 +141,7 @@ def _generate(plan: JobPlan, prompt: str, pipeline, cache, on_step, parallel=Non
         steps=preset.steps, guidance=preset.guidance, seeds=plan.seeds, frames=preset.frames,
         flow_shift=preset.flow_shift, weighting=plan.weighting,
         image=plan.reference.fitted(preset.width, preset.height) if plan.reference else None,
-        strength=plan.reference.denoise_strength if plan.reference else None,
+        strength=plan.reference.denoise_strength if plan.reference else None, on_frames=on_frames,
     )
     try:
         if parallel is not None:
@@ -143,34 +160,44 @@ def _generate(plan: JobPlan, prompt: str, pipeline, cache, on_step, parallel=Non
         raise GenerationFailed(f"{plan.job_type} failed while generating: {one_line(exc)}") from None
 
 
-def _save(plan: JobPlan, output: GenerationOutput, prompt: str, sidecar: dict, model: dict[str, Any],
-          demo: bool) -> list[Path]:
-    """Each media file with its A1111 parameters and its JSON sidecar, atomically."""
+def _a1111_text(plan: JobPlan, prompt: str, model: dict[str, Any], demo: bool, seed: int, extra: dict) -> str:
+    """The A1111 "parameters" text of one output (PNG text chunk, MP4 comment)."""
     from ourvidz.families.weights import model_name
 
     preset = plan.preset
     # No colon or comma in the value: simple readers (sd-parsers) split fields on "," and ":".
     note = {"Note": "demo (random weights)"} if demo else {}
+    return a1111_parameters(prompt, plan.negative.text, preset.steps, preset.sampler, preset.guidance, seed,
+                            preset.width, preset.height, model_name(model), extra | {"Job": plan.job_type} | note,
+                            model_hash=model.get("model_hash"), version=f"ourvidz {__version__}")
 
-    def params(seed: int, extra: dict) -> str:
-        return a1111_parameters(prompt, plan.negative.text, preset.steps, preset.sampler, preset.guidance, seed,
-                                preset.width, preset.height, model_name(model), extra | {"Job": plan.job_type} | note,
-                                model_hash=model.get("model_hash"), version=f"ourvidz {__version__}")
 
+def _video_stream(plan: JobPlan, prompt: str, model: dict[str, Any], demo: bool) -> Mp4Stream:
+    preset = plan.preset
+    text = _a1111_text(plan, prompt, model, demo, plan.seed, {"Frames": preset.frames, "FPS": preset.fps})
+    tags = {"title": f"ourvidz {plan.job_type}", "description": prompt}
+    return Mp4Stream(plan.out_dir / plan.files[0], preset.fps, comment=text, metadata=tags)
+
+
+def _save(plan: JobPlan, output: GenerationOutput, prompt: str, sidecar: dict, model: dict[str, Any],
+          demo: bool, stream: Mp4Stream | None = None) -> list[Path]:
+    """Each media file with its A1111 parameters and its JSON sidecar, atomically. A video's frames
+    are already in `stream` when the pipeline streamed them while decoding."""
+    preset = plan.preset
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     if preset.is_video:
         name = plan.files[0]
         meta = sidecar | {"file": name, "seed": plan.seed}
-        text = params(plan.seed, {"Frames": preset.frames, "FPS": preset.fps})
-        tags = {"title": f"ourvidz {plan.job_type}", "description": prompt}
+        stream = stream or _video_stream(plan, prompt, model, demo)
+        if not stream.added:  # a pipeline that did not stream its frames
+            stream.add(output.frames)
         with phase("encode mp4", total=len(output.frames), unit="frames") as ph:
-            video = save_mp4(plan.out_dir / name, output.frames, preset.fps, comment=text, metadata=tags,
-                             on_frame=lambda done, total: ph.update(done))
+            video = stream.close(on_frame=lambda done, total: ph.update(done))
         return [video, atomic_write(plan.out_dir / layout.sidecar(name), to_json(meta))]
 
     def save_one(name: str, seed: int, image) -> list[Path]:
         meta = sidecar | {"file": name, "seed": seed}
-        return [save_png(plan.out_dir / name, image, params(seed, {}), meta),
+        return [save_png(plan.out_dir / name, image, _a1111_text(plan, prompt, model, demo, seed, {}), meta),
                 atomic_write(plan.out_dir / layout.sidecar(name), to_json(meta))]
 
     # PNG compression is CPU work that releases the GIL: six 1024x1024 images take ~1.6 s one

@@ -10,9 +10,12 @@ import errno
 import io
 import json
 import os
+import queue
 import re
+import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -138,37 +141,133 @@ def save_png(path: Path, image: Image.Image, parameters: str, sidecar: dict[str,
 
 def save_mp4(path: Path, frames: np.ndarray, fps: int, comment: str = "", metadata: dict[str, str] | None = None,
              on_frame: Callable[[int, int], None] | None = None) -> Path:
-    """H.264 yuv420p: what browsers and phones play. Odd sizes are padded by one pixel. The index
-    (moov) is written before the media data (faststart), so playback starts before the whole file
-    has arrived. `comment` (the A1111 parameters text) and `metadata` go into the MP4's tags."""
-    import av
+    """All frames at once: see Mp4Stream."""
+    stream = Mp4Stream(path, fps, comment=comment, metadata=metadata, total=len(frames))
+    try:
+        stream.add(frames)
+    except BaseException:
+        stream.abort()
+        raise
+    return stream.close(on_frame)
 
-    n, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # faststart moves the index in a second pass that reopens the file by name, so the video is
-    # encoded to a real file (in a private folder beside the target), then written atomically.
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".ourvidz-mp4-") as tmp:
-        encoded = Path(tmp) / path.name
-        with av.open(str(encoded), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            for key, value in (metadata or {}).items():
-                container.metadata[key] = value
-            if comment:
-                container.metadata["comment"] = comment
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "18", "preset": "medium"}
-            for i, frame in enumerate(frames):
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+
+class Mp4Stream:
+    """H.264 yuv420p MP4 (what browsers and phones play), encoded on a thread from chunks of frames
+    as they are made: a video's H.264 encoding runs beside its VAE decode instead of after it
+    (libx264 and the RGB->YUV conversion release the GIL). Odd sizes are padded by one pixel. The
+    index (moov) is written before the media data (faststart), so playback starts before the whole
+    file has arrived. `comment` (the A1111 parameters text) and `metadata` go into the MP4's tags.
+
+    add() never blocks the caller; close() waits for the encoder and puts the file in place
+    atomically (never over an existing file); abort() drops everything. An encoder error is raised
+    by the next add() or by close()."""
+
+    def __init__(self, path: Path, fps: int, comment: str = "", metadata: dict[str, str] | None = None,
+                 total: int | None = None):
+        self.path, self.fps, self.total = Path(path), fps, total
+        self.comment, self.metadata = comment, dict(metadata or {})
+        self.added = self.encoded = 0
+        self.encode_seconds = 0.0  # time the encoder thread spent encoding (CPU), for the report
+        self._on_frame: Callable[[int, int], None] | None = None
+        self._error: BaseException | None = None
+        self._dropped = self.closed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # faststart moves the index in a second pass that reopens the file by name, so the video is
+        # encoded to a real file (in a private folder beside the target), then written atomically.
+        self._tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=".ourvidz-mp4-"))
+        self._chunks: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._encode, name="ourvidz-mp4", daemon=True)
+        self._thread.start()
+
+    def add(self, frames: np.ndarray) -> None:
+        """[n, H, W, 3] uint8 frames, in order."""
+        if self._error is not None:
+            raise self._error
+        self.added += len(frames)
+        self._chunks.put(frames)
+
+    def close(self, on_frame: Callable[[int, int], None] | None = None) -> Path:
+        """Wait for the last frame to be encoded (on_frame(done, total) as they are), then write."""
+        if self.closed:
+            raise ValueError("the MP4 stream is already closed")
+        self.closed = True
+        self._on_frame = on_frame
+        if on_frame is not None:
+            on_frame(self.encoded, self.total or self.added)
+        self._chunks.put(None)
+        self._thread.join()
+        try:
+            if self._error is not None:
+                if isinstance(self._error, OSError) and self._error.errno in NO_SPACE:
+                    raise disk_full(self._error, self.path) from None
+                raise self._error
+            if not self.added:
+                raise ValueError("no frames to encode")
+            return atomic_write(self.path, (self._tmp / self.path.name).read_bytes())
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def abort(self) -> None:
+        if self.closed:
+            return
+        self.closed = self._dropped = True
+        self._chunks.put(None)
+        self._thread.join()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _encode(self) -> None:
+        import av
+
+        container = stream = None
+        ended = False  # the closing None was taken from the queue
+        try:
+            while not ended:
+                frames = self._chunks.get()
+                if frames is None:
+                    ended = True
+                    continue
+                if self._dropped or self._error is not None:
+                    continue  # drain: the caller is aborting, or the encoder already failed
+                t0 = time.perf_counter()
+                _, h, w, _ = frames.shape
+                if h % 2 or w % 2:
+                    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                if container is None:
+                    container = av.open(str(self._tmp / self.path.name), mode="w", format="mp4",
+                                        options={"movflags": "+faststart"})
+                    for key, value in self.metadata.items():
+                        container.metadata[key] = value
+                    if self.comment:
+                        container.metadata["comment"] = self.comment
+                    stream = container.add_stream("libx264", rate=self.fps)
+                    stream.width, stream.height = frames.shape[2], frames.shape[1]
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": "18", "preset": "medium"}
+                for frame in frames:
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
+                                                                           format="rgb24")):
+                        container.mux(packet)
+                    self.encoded += 1
+                    if self._on_frame is not None:
+                        self._on_frame(self.encoded, self.total or self.added)
+                self.encode_seconds += time.perf_counter() - t0
+            if container is not None and not self._dropped and self._error is None:
+                t0 = time.perf_counter()
+                for packet in stream.encode():
                     container.mux(packet)
-                if on_frame is not None:
-                    on_frame(i + 1, n)
-            for packet in stream.encode():
-                container.mux(packet)
-        data = encoded.read_bytes()
-    return atomic_write(path, data)
+                container.close()  # writes the index (faststart's second pass)
+                container = None
+                self.encode_seconds += time.perf_counter() - t0
+        except BaseException as exc:  # handed to the caller's thread by add()/close()
+            self._error = exc
+            while not ended and self._chunks.get() is not None:
+                pass
+        finally:
+            if container is not None:
+                try:
+                    container.close()
+                except Exception:
+                    pass
 
 
 def mp4_boxes(path: Path) -> list[str]:

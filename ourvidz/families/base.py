@@ -55,6 +55,9 @@ class GenerationRequest:
     weighting: bool = True  # prompt weighting syntax (sdxl); False: the text is literal
     image: Image.Image | None = None  # image-to-image: the reference, already at width x height
     strength: float | None = None  # image-to-image denoise strength (0..1]
+    # Video: called with each chunk of [n, H, W, 3] uint8 frames as the VAE decodes it (the MP4
+    # encoder, so H.264 runs beside the decode); the whole video is still returned as frames.
+    on_frames: Callable[[np.ndarray], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

@@ -78,7 +78,7 @@ def generate(model, req, on_step, ctx: ParallelContext, plan: ParallelPlan):
         if not ctx.is_main:
             return out
         with timed(out.phases, "decode", dev):
-            video = model.decode(latents)
+            video = model.decode(latents, req.on_frames)
     if req.frames == 1:
         out.images = [Image.fromarray(video[0])]
     else:

@@ -74,7 +74,7 @@ class WanFamily(FamilyPipeline):
                         callback_on_step_end=step_callback(on_step, req.steps),
                     ).frames
             with timed(out.phases, "decode", dev):
-                video = self.decode(latents)  # [F, H, W, 3] uint8
+                video = self.decode(latents, req.on_frames)  # [F, H, W, 3] uint8
         if req.frames == 1:
             out.images = [Image.fromarray(video[0])]
         else:
@@ -138,12 +138,40 @@ class WanFamily(FamilyPipeline):
                            guidance_scale=preset.guidance, generator=generators(seeds[:1])[0]).frames[0]
         return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """The pipeline's own decode (denormalise with the VAE's latent statistics)."""
+    def decode(self, latents: torch.Tensor, on_frames=None) -> np.ndarray:
+        """The pipeline's own decode (denormalise with the VAE's latent statistics), one latent
+        frame at a time: each chunk of pixels goes to on_frames (the MP4 encoder) as soon as it
+        exists, and the whole video is returned. [F, H, W, 3] uint8."""
         vae = self.pipe.vae
         z = vae.config.z_dim
         latents = latents.to(vae.device, vae.dtype)
         mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(latents)
         inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(latents)
-        video = vae.decode(latents / inv_std + mean, return_dict=False)[0]  # [1, 3, F, H, W]
-        return to_uint8(video[0], self.pipe.video_processor).permute(1, 2, 3, 0).contiguous().cpu().numpy()
+        chunks = []
+        for pixels in decode_chunks(vae, latents / inv_std + mean):  # [1, 3, f, H, W]
+            frames = to_uint8(pixels[0], self.pipe.video_processor).permute(1, 2, 3, 0).contiguous().cpu().numpy()
+            if on_frames is not None:
+                on_frames(frames)
+            chunks.append(frames)
+        return np.concatenate(chunks)
+
+
+def decode_chunks(vae, z: torch.Tensor):
+    """AutoencoderKLWan.decode (diffusers 0.42.1 `_decode`) as a generator: the same decoder calls
+    on the same causal feature cache, one latent frame at a time, each chunk of pixels (1 frame,
+    then 4 a latent frame) clamped and given out as it is made instead of concatenated at the end;
+    the concatenation of the chunks equals vae.decode's output. Tiling, slicing or a patchified
+    VAE (Wan 2.2) take the library's own decode, in one chunk."""
+    if getattr(vae, "use_tiling", False) or getattr(vae, "use_slicing", False) or vae.config.patch_size is not None:
+        yield vae.decode(z, return_dict=False)[0]
+        return
+    vae.clear_cache()
+    try:
+        x = vae.post_quant_conv(z)
+        for i in range(x.shape[2]):
+            vae._conv_idx = [0]
+            out = vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
+                              first_chunk=i == 0)
+            yield torch.clamp(out, min=-1.0, max=1.0)
+    finally:
+        vae.clear_cache()
