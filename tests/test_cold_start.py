@@ -108,3 +108,30 @@ def test_cold_start_bench_writes_user_files_and_times_them(tmp_path):
     assert row["page_cache"] in ("dropped", "not dropped") and len(saved) >= 2
     assert not list((tmp_path / "weights").iterdir())  # the written files are removed afterwards
     assert "| sdxl_image_fast | sdxl: single_file" in markdown(results)
+
+
+@pytest.mark.slow
+def test_sdxl_family_loads_a_single_file_exactly(tmp_path):
+    """ourvidz's single-file route (one read onto the device, converted per component) gives the
+    weights of the pipeline that wrote the file, and those of diffusers' own from_single_file."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    from ourvidz.families.builders import demo_folder
+    from ourvidz.families.sdxl.pipeline import SDXLFamily
+    from ourvidz.families.sdxl.single_file import save_single_file
+    from ourvidz.families.weights import ModelSource
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(demo_folder("sdxl"), local_files_only=True)
+    ckpt = save_single_file(pipe, tmp_path / "m.safetensors", config_dir=tmp_path / "cfg")
+    source = ModelSource("sdxl", "single_file", str(ckpt), config=str(tmp_path / "cfg"))
+    ours = SDXLFamily.load(source, torch.device("cpu"), torch.float32)
+    theirs = StableDiffusionXLPipeline.from_single_file(str(ckpt), config=str(tmp_path / "cfg"), local_files_only=True)
+    assert set(ours.load_times) == {"checkpoint read", "unet", "vae", "text_encoder", "text_encoder_2"}
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        want, got, diffusers_own = (getattr(p, name).state_dict() for p in (pipe, ours.pipe, theirs))
+        assert want.keys() == got.keys() == diffusers_own.keys(), name
+        for k in want:
+            assert torch.equal(want[k], got[k]) and torch.equal(got[k], diffusers_own[k]), f"{name}.{k}"
+            assert got[k].dtype == torch.float32
+    assert ours.pipe.scheduler.config.timestep_spacing == "leading" and len(ours.pipe.tokenizer_2) > 0
