@@ -96,8 +96,7 @@ def cold_starts(results: dict[str, Any], jobs: list[str], weights: str, device: 
             row = cold[job] = _row_from(report, wall) | {"weights": weights, "page_cache": (
                 "dropped" if dropped else "not dropped" if files else None)}
             if written:
-                row["write"] = {fam: {k: rec[k] for k in ("route", "bytes", "write_s", "build_s", "dtype", "size",
-                                                          "precision")}
+                row["write"] = {fam: {k: rec[k] for k in ("route", "bytes", "write_s", "dtype", "size", "precision")}
                                 for fam, rec in written.families.items() if fam in row["route"]}
             log(f"cold    {job:24s} {wall:8.2f} s to files on disk (no compile; load {row['load_s']:.2f} s, "
                 f"{(row['bytes_read'] or 0) / 1e9:.2f} GB, page cache {row['page_cache'] or '-'})")
