@@ -210,7 +210,10 @@ def bench(
     models: ModelsFile = None, device: Device = None,
     step_cache: Annotated[Optional[float], typer.Option("--step-cache", help="Also time the LOSSY first-block cache at this threshold on the wan jobs, with its PSNR against the exact output.")] = None,
     deadline: Annotated[Optional[float], typer.Option("--deadline", help="Seconds after which jobs not yet started are skipped (results so far are kept).")] = None,
-    cold_start: Annotated[Optional[str], typer.Option("--cold-start", help="Comma-separated job types to time from process start to files on disk (compile cache warmed by a first run).")] = None,
+    cold_start: Annotated[Optional[str], typer.Option("--cold-start", help="Comma-separated job types to time from process start to files on disk ('bench none --cold-start JOBS': only these). With random weights they are first written as user files (an SDXL single file, a Wan diffusers folder) and loaded through --models.")] = None,
+    cold_precision: Annotated[str, typer.Option("--cold-precision", help="Dtypes of the written files: hub (as the hub repositories ship: Wan float32) or half (Wan transformer and text encoder bfloat16).")] = "hub",
+    cold_compile: Annotated[bool, typer.Option("--cold-compile/--no-cold-compile", help="Also time two --compile processes (empty, then warm inductor cache) per cold-start job on a GPU.")] = True,
+    weights_dir: Annotated[Optional[Path], typer.Option("--weights-dir", help="Write the cold start's user-format weights under this folder and keep them (default: a temporary folder, removed after).")] = None,
     gpus: Annotated[str, typer.Option("--gpus", help="Comma-separated GPU counts for ourvidz, e.g. 1,2: each job runs on each count, plain diffusers on one GPU beside it.")] = "1",
 ):
     """Time every job type through ourvidz and through plain diffusers in the same process."""
@@ -245,9 +248,14 @@ def bench(
                           deadline_s=deadline, step_cache=step_cache, gpus=n)
         results = run_bench(cfg, log=log, save=save)
     if cold_start:
-        from ourvidz.bench.runner import cold_starts
+        from ourvidz.bench.cold import cold_starts
 
-        results = cold_starts(results, cold_start.split(","), weights, device, models, log, save=save)
+        if cold_precision not in ("hub", "half"):
+            raise errors.BadInput(f"--cold-precision must be hub or half (got {cold_precision!r})")
+        results = cold_starts(results, cold_start.split(","), weights, device, models, log, save=save,
+                              precision=cold_precision, compile_runs=cold_compile, weights_dir=weights_dir,
+                              keep_weights=weights_dir is not None,
+                              overrides={"steps": steps, "frames": frames, "num_images": num_images})
     paths = write(results, out_dir)  # merged with this date's earlier calls on the same card
     for path in paths:
         out.print(f"wrote {path}")

@@ -103,3 +103,32 @@ def finish(modules, device, dtype):
 
 
 RANDOM_IDENTITY = {"kind": "random", "note": "full-size architecture, random weights (speed only)"}
+
+
+def built_for_user_files(family: str, size: str, device: torch.device, dtype: torch.dtype):
+    """A family's model to write as user files: the random full-size architecture built on the
+    device in the written dtype, or the tiny demo model (size "demo") read from its cache. Its
+    pipeline (sdxl, wan) or (model, tokenizer) (the enhancer). The global RNG is left alone."""
+    from ourvidz.families import ENHANCER, FAMILIES
+
+    if size == "full":
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            model = FAMILIES[family].random_class().load(None, device, dtype)
+        return (model.model, model.tokenizer) if family == ENHANCER else model.pipe
+    from diffusers import DiffusionPipeline
+
+    folder = demo_folder(family)
+    if family == ENHANCER:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        return (AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype),
+                AutoTokenizer.from_pretrained(folder, local_files_only=True))
+    return DiffusionPipeline.from_pretrained(folder, local_files_only=True, dtype=dtype)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def safetensors_files(folder) -> list[str]:
+    return sorted(str(f) for f in Path(folder).rglob("*.safetensors"))

@@ -29,6 +29,9 @@ class Family:
     pipeline: str  # "module:Class" with load(source, device, dtype) -> a loaded family object
     demo_builder: str  # "module:function(folder)" saving the tiny random-weight model there
     random_builder: str  # "module:Class" whose load() builds the full-size architecture, random weights
+    # "module:function(folder, size, device, precision) -> (models-file entry, record)": the demo or
+    # random full-size model written into folder as a user has it (the cold-start bench)
+    user_files: str | None = None
     # The files of a hub repository this family loads (huggingface_hub allow_patterns): `ourvidz
     # models fetch` downloads only these, not the repository's flax, onnx or openvino copies.
     fetch_patterns: tuple[str, ...] = ()
@@ -53,6 +56,9 @@ class Family:
 
     def random_class(self):
         return _resolve(self.random_builder)
+
+    def user_files_function(self) -> Callable:
+        return _resolve(self.user_files)
 
     def build_demo_function(self) -> Callable:
         return _resolve(self.demo_builder)

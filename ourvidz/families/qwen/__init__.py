@@ -12,5 +12,6 @@ FAMILY = Family(
     fetch_patterns=("*.json", "*.safetensors", "merges.txt", "vocab.json"),
     pipeline="ourvidz.families.qwen.enhancer:QwenEnhancer",
     demo_builder="ourvidz.families.qwen.build:build_demo",
+    user_files="ourvidz.families.qwen.build:write_user_files",
     random_builder="ourvidz.families.qwen.build:RandomQwen",
 )

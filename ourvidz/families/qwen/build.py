@@ -8,7 +8,9 @@ import json
 import torch
 
 from ourvidz.families.base import timed
-from ourvidz.families.builders import CORPUS, RANDOM_IDENTITY, finish, on_device
+from ourvidz.families.builders import (
+    CORPUS, RANDOM_IDENTITY, built_for_user_files, dtype_name, finish, on_device, safetensors_files,
+)
 
 QWEN_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                num_key_value_heads=4, vocab_size=152064, rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False,
@@ -75,3 +77,15 @@ class RandomQwen:
         # Sampled ids past the small tokenizer's vocabulary decode to nothing, so the text is
         # degenerate and every attempt runs to max_new_tokens: the enhancement's worst-case cost.
         return QwenEnhancer(model, tok, device, times, RANDOM_IDENTITY, demo=True)
+
+
+USER_DTYPES = {"hub": torch.bfloat16, "half": torch.bfloat16}  # Qwen/Qwen2.5-7B ships bfloat16
+
+
+def write_user_files(folder, size: str, device, precision: str) -> tuple[dict, dict]:
+    """The model as users have it: a transformers folder (save_pretrained, safetensors) with its tokenizer."""
+    dtype = USER_DTYPES[precision]
+    model, tokenizer = built_for_user_files("qwen", size, device, dtype)
+    model.to(dtype=dtype).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return ({"path": str(folder)}, {"route": "folder", "files": safetensors_files(folder), "dtype": dtype_name(dtype)})

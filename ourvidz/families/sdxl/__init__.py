@@ -27,6 +27,7 @@ FAMILY = Family(
     ),
     pipeline="ourvidz.families.sdxl.pipeline:SDXLFamily",
     demo_builder="ourvidz.families.sdxl.build:build_demo",
+    user_files="ourvidz.families.sdxl.build:write_user_files",
     random_builder="ourvidz.families.sdxl.build:RandomSDXL",
     single_file=True,
     queue="sdxl_queue",

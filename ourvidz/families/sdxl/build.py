@@ -11,7 +11,7 @@ import torch
 from ourvidz.clip_tokens import clip_bpe_path, clip_tokenizer
 from ourvidz.clip_tokens import clip_vocab as vocab_of
 from ourvidz.families.base import timed
-from ourvidz.families.builders import RANDOM_IDENTITY, demo_folder, finish, on_device
+from ourvidz.families.builders import RANDOM_IDENTITY, built_for_user_files, demo_folder, dtype_name, finish, on_device
 
 SDXL_UNET = dict(
     block_out_channels=[320, 640, 1280], layers_per_block=2, transformer_layers_per_block=[1, 2, 10],
@@ -128,3 +128,28 @@ class RandomSDXL:
                                          tokenizer_2=tok2, scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
                                          add_watermarker=False)
         return SDXLFamily(pipe, device, dtype, times, RANDOM_IDENTITY)
+
+
+# A user's SDXL: a civitai-style single file, fp16 throughout (LUSTIFY's is), about 6.9 GB.
+USER_DTYPES = {"hub": torch.float16, "half": torch.float16}
+
+
+def write_user_files(folder, size: str, device, precision: str) -> tuple[dict, dict]:
+    """The model as users have it: one A1111/LDM single-file fp16 .safetensors and beside it the
+    weightless config folder (configs, tokenizers, scheduler) that from_single_file reads offline.
+    The file appears under its name only when complete."""
+    from ourvidz.families.sdxl.single_file import save_single_file
+
+    dtype = USER_DTYPES[precision]
+    pipe = built_for_user_files("sdxl", size, device, dtype)
+    folder = Path(folder)
+    ckpt, config = folder / "ourvidz-random-sdxl.safetensors", folder / "config"
+    tmp = save_single_file(pipe, ckpt.with_name(f".{ckpt.name}.{os.getpid()}"), config_dir=config)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, ckpt)
+    return ({"single_file": str(ckpt), "config": str(config)},
+            {"route": "single_file", "files": [str(ckpt)], "dtype": dtype_name(dtype)})

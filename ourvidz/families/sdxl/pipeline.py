@@ -47,15 +47,7 @@ class SDXLFamily(FamilyPipeline):
                 raise WeightsError(f"sdxl checkpoint {path} does not exist; fix 'sdxl: single_file:' in {source.origin}")
             safetensors_header(path)  # a clear error for a truncated or foreign file
             config = local_dir(source.config, source.allow_download, "sdxl", allow_patterns=["*.json", "*.txt"])
-            t0 = time.perf_counter()
-            size = path.stat().st_size
-            with phase("load checkpoint", total=size, unit="B") as ph:
-                pipe = StableDiffusionXLPipeline.from_single_file(
-                    str(path), config=str(config), local_files_only=True, torch_dtype=dtype, add_watermarker=False)
-                pipe.to(device)
-                sync(device)
-                ph.update(size)
-            times["checkpoint"] = time.perf_counter() - t0
+            pipe = _from_single_file(path, config, device, dtype, times)
             # The A1111 model hash reads the whole file once (then it is remembered), after loading
             # so that the load reads a cold file first; not counted as load time.
             return cls(pipe, device, dtype, times, identity(source))
@@ -161,6 +153,47 @@ class SDXLFamily(FamilyPipeline):
             rgb = to_uint8(pixels, self.pipe.image_processor)[0].permute(1, 2, 0)
             images.append(Image.fromarray(rgb.cpu().numpy()))
         return images
+
+
+def _from_single_file(path: Path, config: Path, device: torch.device, dtype: torch.dtype, times: dict):
+    """An A1111/LDM checkpoint through diffusers' single-file loaders, component by component: the
+    file is read once, straight onto the device in the dtype it was saved in (safetensors), and
+    each component's keys are converted and cast to the run's dtype there, so no float passes
+    through the CPU and the weights are not copied again by a pipeline move. The same conversions
+    as StableDiffusionXLPipeline.from_single_file, so the same weights (tests/test_cold_start.py).
+    A bf16 run of an fp16 file holds both copies of a component for a moment (about 5 GB for the
+    UNet)."""
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    size = path.stat().st_size
+    t0 = time.perf_counter()
+    with phase("read checkpoint", total=size, unit="B") as ph:
+        checkpoint = load_file(str(path), device=str(device))
+        sync(device)
+        ph.update(size)
+    times["checkpoint read"] = time.perf_counter() - t0
+    common = {"config": str(config), "local_files_only": True, "torch_dtype": dtype}
+    parts = {}
+    for name, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
+        t0 = time.perf_counter()
+        with phase(f"convert {name}"):
+            parts[name] = cls.from_single_file(checkpoint, subfolder=name, device=device, **common)
+            sync(device)
+        times[name] = time.perf_counter() - t0
+    for name, cls in (("text_encoder", CLIPTextModel), ("text_encoder_2", CLIPTextModelWithProjection)):
+        t0 = time.perf_counter()
+        with phase(f"convert {name}"):  # diffusers places CLIP on the CPU; small (1.6 GB in all)
+            parts[name] = create_diffusers_clip_model_from_ldm(cls, checkpoint, subfolder=name, **common).to(device)
+            sync(device)
+        times[name] = time.perf_counter() - t0
+    del checkpoint
+    return StableDiffusionXLPipeline(
+        **parts, tokenizer=CLIPTokenizer.from_pretrained(config, subfolder="tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(config, subfolder="tokenizer_2"),
+        scheduler=scheduler_for("euler", _scheduler_config(config)), add_watermarker=False)
 
 
 def _scheduler_config(folder: Path) -> dict:

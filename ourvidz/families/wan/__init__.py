@@ -27,6 +27,7 @@ FAMILY = Family(
                     "tokenizer/*"),
     pipeline="ourvidz.families.wan.pipeline:WanFamily",
     demo_builder="ourvidz.families.wan.build:build_demo",
+    user_files="ourvidz.families.wan.build:write_user_files",
     random_builder="ourvidz.families.wan.build:RandomWan",
     queue="wan_queue",
     model_variant="wan_2_1_t2v_1_3b",

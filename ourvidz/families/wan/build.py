@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 
 from ourvidz.families.base import timed
-from ourvidz.families.builders import CORPUS, RANDOM_IDENTITY, finish, on_device
+from ourvidz.families.builders import (
+    CORPUS, RANDOM_IDENTITY, built_for_user_files, dtype_name, finish, on_device, safetensors_files,
+)
 
 WAN_1_3B = dict(patch_size=[1, 2, 2], num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
                 text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
@@ -83,3 +85,22 @@ class RandomWan:
         pipe = WanPipeline(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=t5_tokenizer(),
                            scheduler=scheduler)
         return WanFamily(pipe, device, dtype, times, RANDOM_IDENTITY)
+
+
+# Wan-AI/Wan2.1-T2V-1.3B-Diffusers ships float32 safetensors for every component (its conversion
+# saved what it loaded: a 5.7 GB transformer, a 22.7 GB UMT5 encoder in shards, a 0.5 GB VAE); the
+# loader casts the transformer and the encoder to the run's dtype. "half": those two in bfloat16, as
+# a user who re-saved them at the precision they run in has them (14.7 GB); the VAE stays float32.
+USER_DTYPES = {"hub": torch.float32, "half": torch.bfloat16}
+
+
+def write_user_files(folder, size: str, device, precision: str) -> tuple[dict, dict]:
+    """The model as `ourvidz models fetch` leaves it: a diffusers folder (save_pretrained, safetensors)."""
+    dtype = USER_DTYPES[precision]
+    pipe = built_for_user_files("wan", size, device, dtype)
+    pipe.transformer.to(dtype=dtype)
+    pipe.text_encoder.to(dtype=dtype)
+    pipe.vae.to(dtype=torch.float32)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return ({"path": str(folder)}, {"route": "folder", "files": safetensors_files(folder), "dtype": {
+        "transformer": dtype_name(dtype), "text_encoder": dtype_name(dtype), "vae": "float32"}})
