@@ -243,6 +243,9 @@ class Mp4Stream:
                     stream.width, stream.height = frames.shape[2], frames.shape[1]
                     stream.pix_fmt = "yuv420p"
                     stream.options = {"crf": "18", "preset": "medium"}
+                    # Frame threads, as the ffmpeg command line runs libx264 (PyAV's default is
+                    # slice threads, which leave most cores of a GPU host idle).
+                    stream.codec_context.thread_type = "FRAME"
                 for frame in frames:
                     for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
                                                                            format="rgb24")):

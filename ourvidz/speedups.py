@@ -20,7 +20,9 @@ from ourvidz import families
 # (research/probe-results/h100-2026-11-25.md); left out because they did not pay there:
 # channels_last without compile (slower), fused QKV (neutral), full-graph UNet compile (1.21x
 # but ~107 s of compiling per batch shape), flash/efficient SDPA backends (slower than cuDNN).
-SWITCHES = ("batch_cfg", "vae_layout", "attention_backend", "compile", "compile_resnets", "compile_vae")
+SWITCHES = ("batch_cfg", "vae_layout", "vae_padding", "attention_backend", "compile", "compile_resnets", "compile_vae")
+# Exact and free of compiling, so on for the CPU's demo models too.
+ANY_DEVICE = ("batch_cfg", "vae_padding")
 from ourvidz.families.base import COMPILE_OPTIONS  # noqa: F401 - every compiled region: one graph per shape
 
 
@@ -28,6 +30,7 @@ from ourvidz.families.base import COMPILE_OPTIONS  # noqa: F401 - every compiled
 class Speedups:
     batch_cfg: bool = True  # Wan one-frame jobs: both guidance branches in one batch-2 call
     vae_layout: bool = True  # Wan VAE: Conv3d weights in channels_last_3d, cuDNN autotuning on
+    vae_padding: bool = True  # Wan VAE: spatial zero padding inside the convolution, not an F.pad copy
     attention_backend: bool = True  # Wan: cuDNN fused attention (diffusers' _native_cudnn) on Hopper
     compile: bool = True  # regional compile of the repeated blocks (SDXL UNet, Wan transformer)
     compile_resnets: bool = True  # SDXL: the UNet's ResNet blocks compiled too (GroupNorm+SiLU fused)
@@ -46,7 +49,7 @@ class Speedups:
         models) only the free ones."""
         if device.type == "cuda" and long_lived:
             return cls()
-        free = ("batch_cfg", "vae_layout") if device.type == "cuda" else ("batch_cfg",)
+        free = ANY_DEVICE + ("vae_layout",) if device.type == "cuda" else ANY_DEVICE
         return cls(**{n: n in free for n in SWITCHES})
 
     def to_dict(self) -> dict:
@@ -71,7 +74,7 @@ def apply(model, s: Speedups, only: tuple[str, ...] = SWITCHES) -> list[str]:
     for name in only:
         if not getattr(s, name) or name in applied:
             continue
-        if model.device.type != "cuda" and name != "batch_cfg":
+        if model.device.type != "cuda" and name not in ANY_DEVICE:
             continue
         if name.startswith("compile"):
             enable_compile_cache(s.compile_cache_dir)

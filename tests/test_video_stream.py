@@ -104,3 +104,21 @@ def test_video_job_streams_and_a_failed_decode_leaves_no_mp4(tmp_path, monkeypat
     assert "decoder exploded" in line
     left = [p.name for p in (tmp_path / "b").rglob("*")] if (tmp_path / "b").exists() else []
     assert not [n for n in left if n.endswith(".mp4") or n.startswith(".ourvidz-mp4")]
+
+
+def test_vae_padding_switch_gives_the_same_frames(wan):
+    import copy
+
+    from ourvidz.families.wan.speedups import vae_padding
+
+    latents = _latents(wan)
+    padded = copy.copy(wan)
+    padded.pipe = copy.copy(wan.pipe)
+    padded.pipe.vae = copy.deepcopy(wan.pipe.vae)
+    assert vae_padding(padded)
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    convs = [m for m in padded.pipe.vae.modules() if isinstance(m, WanCausalConv3d)]
+    assert convs and all("forward" in vars(m) for m in convs)  # every causal conv rewritten
+    with torch.inference_mode():
+        assert np.array_equal(padded.decode(latents), wan.decode(latents))

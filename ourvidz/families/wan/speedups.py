@@ -21,6 +21,38 @@ def vae_layout(model) -> bool:
     return True
 
 
+def vae_padding(model) -> bool:
+    """The VAE's causal convolutions pad height and width with F.pad, a copy of the whole input,
+    before each convolution; the convolution's own zero padding gives the same sums without the
+    copy (81-frame decode on an H200: 2.08 -> 1.88 s, frames identical). Time keeps its causal
+    padding (the cached frames, or zeros in front)."""
+    import torch.nn.functional as F
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    def forward_of(conv):
+        t_pad, h_pad, w_pad = conv._padding[4], conv._padding[2], conv._padding[0]
+        if conv._padding[3] != h_pad or conv._padding[1] != w_pad:
+            return None  # asymmetric: keep the library's F.pad
+
+        def forward(x, cache_x=None):
+            t = t_pad
+            if cache_x is not None and t > 0:
+                x = torch.cat([cache_x.to(x.device), x], dim=2)
+                t -= cache_x.shape[2]
+            if t > 0:
+                x = F.pad(x, (0, 0, 0, 0, t, 0))
+            return F.conv3d(x, conv.weight, conv.bias, conv.stride, (0, h_pad, w_pad), conv.dilation, conv.groups)
+        return forward
+
+    vae = getattr(getattr(model, "pipe", None), "vae", None)
+    changed = 0
+    for conv in vae.modules() if vae is not None else ():
+        if isinstance(conv, WanCausalConv3d) and (forward := forward_of(conv)) is not None:
+            conv.forward = forward
+            changed += 1
+    return changed > 0
+
+
 def attention_backend(model) -> bool:
     if torch.cuda.get_device_capability()[0] < 9:  # cuDNN's fused attention pays off on Hopper
         return False
@@ -38,5 +70,6 @@ def compile_blocks(model) -> bool:
     return True
 
 
-SWITCHES = {"batch_cfg": batch_cfg, "vae_layout": vae_layout, "attention_backend": attention_backend,
+SWITCHES = {"batch_cfg": batch_cfg, "vae_layout": vae_layout, "vae_padding": vae_padding,
+            "attention_backend": attention_backend,
             "compile": compile_blocks}
