@@ -79,6 +79,8 @@ def _run_job(plan: JobPlan, cache, on_step, parallel) -> JobResult:
     phases = dict(output.phases)
     models[preset.family] = {**pipeline.identity, "speedups": getattr(pipeline, "speedups_applied", []),
                              "lossy_step_cache": getattr(pipeline, "step_cache", None)}
+    if getattr(pipeline, "speedup_notes", None):  # e.g. a CUDA graph that fell back to eager, and why
+        models[preset.family]["speedup_notes"] = list(pipeline.speedup_notes)
 
     t_save = time.perf_counter()
     sidecar = {
