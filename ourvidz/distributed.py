@@ -42,15 +42,21 @@ class ParallelPlan:
     ulysses_degree: int = 1  # wan: diffusers' Ulysses attention (must divide the head count)
     ring_degree: int = 1  # wan: diffusers' ring attention, for what Ulysses cannot take
     image_split: int = 1  # sdxl: ranks that share the job's images
+    solo: bool = False  # the job runs on rank 0 alone (the family says it does not scale: parallel_min_frames)
 
     @classmethod
-    def make(cls, n: int, family: str, *, heads: int = 12, guidance: float = 5.0) -> ParallelPlan:
-        """The split the family declares (its registry entry's parallel_split), for n ranks."""
+    def make(cls, n: int, family: str, *, heads: int = 12, guidance: float = 5.0,
+             frames: int | None = None) -> ParallelPlan:
+        """The split the family declares (its registry entry's parallel_split), for n ranks; a job
+        of fewer frames than its parallel_min_frames on rank 0 alone."""
         from ourvidz import families
 
         if n < 1:
             raise ValueError(f"--gpus must be at least 1 (got {n})")
-        split = families.get(family).parallel_split
+        spec = families.get(family)
+        if n > 1 and frames is not None and spec.parallel_min_frames and frames < spec.parallel_min_frames:
+            return cls(n, family, solo=True)
+        split = spec.parallel_split
         if split == "images":
             return cls(n, family, image_split=n)
         if split != "guidance_context":
@@ -71,6 +77,8 @@ class ParallelPlan:
         return [seeds[bounds[r]:bounds[r + 1]] for r in range(n)]
 
     def describe(self) -> str:
+        if self.solo:
+            return f"rank 0 alone of {self.world} ranks"
         if self.image_split > 1 or self.cfg_degree * self.cp_degree == 1 and self.world > 1:
             return f"{self.world} ranks: images split {self.image_split} ways"
         return f"{self.world} ranks: cfg {self.cfg_degree} x ulysses {self.ulysses_degree} x ring {self.ring_degree}"
@@ -296,6 +304,22 @@ def parallel_generate(model, req, on_step, ctx: ParallelContext, plan: ParallelP
     spec = families.get(model.family)
     if not spec.parallel_generate:
         raise ValueError(f"no multi-GPU generate for the {model.family} family")
-    heads = getattr(getattr(getattr(model.pipe, "transformer", None), "config", None), "num_attention_heads", 12)
-    plan = plan or ctx.plan or ParallelPlan.make(ctx.world, model.family, heads=heads, guidance=req.guidance)
+    transformer = getattr(model.pipe, "transformer", None)
+    heads = getattr(getattr(transformer, "config", None), "num_attention_heads", 12)
+    plan = plan or ctx.plan or ParallelPlan.make(ctx.world, model.family, heads=heads, guidance=req.guidance,
+                                                 frames=None if split_for_good(transformer) else req.frames)
+    if plan.solo:  # rank 0 runs the one-process job; the others have nothing to do
+        if not ctx.is_main:
+            from ourvidz.families.base import GenerationOutput
+
+            return GenerationOutput()
+        return model.generate(req, on_step)
     return spec.parallel_generate_function()(model, req, on_step, ctx, plan)
+
+
+def split_for_good(transformer) -> bool:
+    """Whether diffusers' context parallelism is on in this transformer (an earlier job enabled it;
+    diffusers cannot turn it off): its every call is then a collective, so no rank may run a job
+    alone."""
+    cp = getattr(transformer, "_ourvidz_cp", None)
+    return getattr(transformer, "_parallel_config", None) is not None or (cp is not None and cp.cp_degree > 1)

@@ -14,7 +14,7 @@ from ourvidz import families, layout
 from ourvidz.errors import BadInput
 from ourvidz.overrides import FIELDS as OVERRIDABLE
 from ourvidz.overrides import Overrides
-from ourvidz.plan import JobPlan, plan_job
+from ourvidz.plan import JobPlan, one_gpu_reason, plan_job
 
 
 @dataclass
@@ -158,6 +158,11 @@ def run(request: Request, numbered: list[tuple[int, JobPlan]], gpus: int = 1, qu
     (results, [(prompt number, error)]) of rank 0."""
     from ourvidz.ranks import on_ranks
 
+    reasons = [one_gpu_reason(plan.preset, gpus) for _, plan in numbered]
+    if gpus > 1 and numbered and all(reasons):  # no job would use the other GPUs: start no ranks
+        for (_, plan), reason in zip(numbered, reasons):
+            plan.note(reason)
+        gpus = 1
     why = "--demo" if request.demo else "no models file"
     return on_ranks(gpus, _run_plans, functools.partial(cache_for, request, len(numbered)), numbered, why, quiet,
                     keep_going, str(request.prompt_file), device=request.device)

@@ -93,6 +93,8 @@ def _finish(plan: JobPlan, output: GenerationOutput, prompt: str, pipeline, cach
     phases = dict(output.phases)
     models[preset.family] = {**pipeline.identity, "speedups": getattr(pipeline, "speedups_applied", []),
                              "lossy_step_cache": getattr(pipeline, "step_cache", None)}
+    if getattr(pipeline, "speedup_notes", None):  # e.g. a CUDA graph that fell back to eager, and why
+        models[preset.family]["speedup_notes"] = list(pipeline.speedup_notes)
 
     t_save = time.perf_counter()
     sidecar = {

@@ -42,6 +42,11 @@ class JobPlan:
     enhancement: EnhancementSettings | None = None  # resolved at plan time when enhance is on
     weighting: bool = True  # prompt weighting syntax, (word:1.3) and word++ (sdxl); False: literal text
     reference: Any = None  # ourvidz.reference.Reference: an image-to-image job's fetched reference
+    notes: list[str] = field(default_factory=list)  # decisions taken for the job, in words (the report lists them)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:  # a plan run again (a retry) says it once
+            self.notes.append(text)
 
     @property
     def seeds(self) -> list[int]:
@@ -70,7 +75,19 @@ class JobPlan:
             "demo_resized_from": self.demo_resized_from,
             "enhancement_settings": self.enhancement.model_dump() if self.enhancement else None,
             **({"reference": self.reference.to_dict()} if self.reference is not None else {}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
+
+
+def one_gpu_reason(preset: Preset, gpus: int) -> str | None:
+    """Why a job runs on one GPU although --gpus asked for more (its family's registry says which
+    jobs do not scale: parallel_min_frames), in one line; None when it is spread over the GPUs."""
+    spec = families.get(preset.family)
+    if gpus <= 1 or not spec.parallel_min_frames or preset.frames >= spec.parallel_min_frames:
+        return None
+    what = "one-frame" if preset.frames == 1 else f"{preset.frames}-frame"
+    return (f"ran on 1 of {gpus} GPUs: a {what} {spec.title} job is launch-bound and does not scale "
+            f"(0.99x measured on 2 GPUs)")
 
 
 def demo_size(preset: Preset) -> dict[str, int]:

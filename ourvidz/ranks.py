@@ -16,9 +16,10 @@ from typing import Any, Callable
 
 import torch.distributed as dist
 
-from ourvidz.distributed import ParallelContext, launch
+from ourvidz.distributed import ParallelContext, launch, split_for_good
 from ourvidz import job
 from ourvidz.job import JobResult
+from ourvidz.plan import one_gpu_reason
 
 _STOP = "stop"
 
@@ -36,7 +37,15 @@ class RankJobs:
             dist.broadcast_object_list([obj], src=0, group=self.group)
 
     def run(self, plan, cache, on_step=None, on_phase=None) -> JobResult:
-        """Rank 0: the job on every rank; the files are rank 0's."""
+        """Rank 0: the job on every rank; the files are rank 0's. A job its family says does not
+        scale (ourvidz.plan.one_gpu_reason: one-frame Wan) runs here alone, as on one GPU, and the
+        report says why; the other ranks wait for the next job."""
+        if self.ctx.active:
+            why = one_gpu_reason(plan.preset, self.ctx.world)
+            resident = cache.resident.get(plan.preset.family)
+            if why and not split_for_good(getattr(getattr(resident, "pipe", None), "transformer", None)):
+                plan.note(why)
+                return job.run_job(plan, cache, on_step, on_phase)
         self._send(plan)
         return job.run_job(plan, cache, on_step, on_phase, parallel=self.ctx if self.ctx.active else None)
 
@@ -67,6 +76,7 @@ def on_ranks(gpus: int, command: Callable[..., Any], make_cache: Callable[[str |
     run_job. `device` "cpu" puts the ranks on the CPU (gloo): tests, and machines without GPUs."""
     if gpus == 1:
         return command(job.run_job, make_cache(None), *args)  # looked up now: tests substitute it
+    # (A command whose every job runs on one GPU anyway is started on one by its caller: generate.)
     device_type = "cpu" if device and device.startswith("cpu") else None
     return launch(gpus, _rank, command, make_cache, args, device_type=device_type)
 

@@ -67,6 +67,8 @@ def build_report(plan, *, device: torch.device, demo: bool, load: dict[str, floa
         "num_images": preset.num_images,
         "files": files,
     }
+    if getattr(plan, "notes", None):  # e.g. why a job ran on one GPU of several
+        report["notes"] = list(plan.notes)
     if preset.seed_doc:
         report["seed_doc"] = {
             "seconds": preset.seed_doc.seconds,

@@ -20,7 +20,9 @@ from ourvidz import families
 # (research/probe-results/h100-2026-11-25.md); left out because they did not pay there:
 # channels_last without compile (slower), fused QKV (neutral), full-graph UNet compile (1.21x
 # but ~107 s of compiling per batch shape), flash/efficient SDPA backends (slower than cuDNN).
-SWITCHES = ("batch_cfg", "vae_layout", "vae_padding", "attention_backend", "compile", "compile_resnets", "compile_vae")
+# cuda_graph comes last: it captures whatever the earlier switches made of the call.
+SWITCHES = ("batch_cfg", "vae_layout", "vae_padding", "attention_backend", "compile", "compile_resnets", "compile_vae",
+            "cuda_graph")
 # Exact and free of compiling, so on for the CPU's demo models too.
 ANY_DEVICE = ("batch_cfg", "vae_padding")
 from ourvidz.families.base import COMPILE_OPTIONS  # noqa: F401 - every compiled region: one graph per shape
@@ -35,6 +37,10 @@ class Speedups:
     compile: bool = True  # regional compile of the repeated blocks (SDXL UNet, Wan transformer)
     compile_resnets: bool = True  # SDXL: the UNet's ResNet blocks compiled too (GroupNorm+SiLU fused)
     compile_vae: bool = True  # SDXL VAE decoder compiled, channels_last
+    # Wan one-frame jobs: the transformer call replayed from a CUDA graph per input signature (no
+    # full-graph compile); they are launch-bound. Never on the CPU, under a step cache or context
+    # parallelism; a capture that fails or differs in any bit falls back to eager, with a note.
+    cuda_graph: bool = True
     compile_cache_dir: str | None = None  # persistent inductor cache (default ~/.cache/ourvidz/inductor)
 
     @classmethod
@@ -45,8 +51,9 @@ class Speedups:
     def for_device(cls, device: torch.device, long_lived: bool = True) -> Speedups:
         """All of them for a process that runs many jobs (batch, worker, a prompt file). A one-job
         process skips compiling: on the H100 it cost 15-27 s of warm-up to save well under a
-        second a job (BENCHMARKS.md), and cuDNN attention pays only compiled. On the CPU (demo
-        models) only the free ones."""
+        second a job (BENCHMARKS.md), and cuDNN attention pays only compiled; CUDA graphs cost a
+        capture (warm-up, capture, check: ~5 calls) per new shape, which one job barely repays. On
+        the CPU (demo models) only the free ones."""
         if device.type == "cuda" and long_lived:
             return cls()
         free = ANY_DEVICE + ("vae_layout",) if device.type == "cuda" else ANY_DEVICE

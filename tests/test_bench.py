@@ -46,7 +46,12 @@ def test_lossy_step_cache_is_opt_in_and_measured(tmp_path):
        "--ablation", "image_fast", "--out", str(tmp_path))
     data = json.loads(next(tmp_path.glob("*.json")).read_text())
     # the ablation starts from ourvidz with every switch off; on the CPU only batch_cfg applies
-    assert [stage["added"] for stage in data["ablation"]["image_fast"]] == ["none", "batch_cfg"]
+    stages = data["ablation"]["image_fast"]
+    assert [stage["added"] for stage in stages] == ["none", "batch_cfg"]
+    # each stage's pixels against the stage before (an exact switch: identical) and against plain
+    assert "psnr_vs_previous_db" not in stages[0] and stages[0]["psnr_vs_plain_db"] > 30
+    assert stages[1]["max_abs_diff_vs_previous"] >= 0 and stages[1]["max_over_min"] >= 1
+    assert "vs the stage before" in next(tmp_path.glob("*.md")).read_text()
     row = data["rows"]["image_fast"]
     assert row["exact"]["psnr_db"] == float("inf")  # the default path is exact
     assert row["lossy"]["psnr_vs_exact_db"] < float("inf")  # the cache really skipped work
@@ -59,3 +64,24 @@ def test_cold_start_times_a_fresh_generate_process(tmp_path):
     cold = json.loads(next(tmp_path.glob("*.json")).read_text())["cold_start"]["image_fast"]
     assert cold["wall_s"] > cold["job_total_s"] > cold["denoise_s"] > 0  # the process outlives its job
     assert "Cold start" in next(tmp_path.glob("*.md")).read_text()
+
+
+def test_ablation_table_shows_each_stage_against_the_one_before():
+    from ourvidz.bench.tables import markdown
+
+    def stage(added, median, **extra):
+        return {"added": added, "median": median, "min": median, "max": median * 1.1, "runs": [median],
+                "first": 1.0, "denoise_median": median / 2, **extra}
+
+    results = {"versions": {}, "weights": "random", "card": "H200", "matmul_tflops": None,
+               "rows": {"image_fast": {"job_type": "image_fast", "plain": {"median": 3.6}}},
+               "ablation": {"image_fast": [
+                   stage("none", 3.6, psnr_vs_plain_db=float("inf"), max_abs_diff_vs_plain=0),
+                   stage("compile", 0.8, psnr_vs_previous_db=48.1, max_abs_diff_vs_previous=2),
+                   stage("cuda_graph", 0.4, psnr_vs_previous_db=float("inf"), max_abs_diff_vs_previous=0,
+                         notes=["cuda_graph off for wan transformer (2x16): capture failed: X"])]}}
+    lines = markdown(results).splitlines()
+    graph = next(line for line in lines if "| cuda_graph |" in line)
+    assert "| 0.40 s | 1.10 | 0.20 s | 9.00x |" in graph and graph.endswith("| identical | - |")
+    assert "48.1 dB (max diff 2)" in next(line for line in lines if "| compile |" in line)
+    assert any("note: cuda_graph off for wan transformer" in line for line in lines)

@@ -134,7 +134,9 @@ def test_a_rank_that_dies_fails_the_job_quickly(tmp_path):
 def test_wan_cfg_split_over_two_ranks_is_exact(frames):
     req = wan_request(frames)
     ref = one_process("wan", req)
-    arrays, phases, steps, rank = launch(2, generate_on_ranks, "wan", req, device_type="cpu")
+    # One frame is planned on rank 0 alone (tests/test_one_gpu_jobs.py); the split is asked for here.
+    arrays, phases, steps, rank = launch(2, generate_on_ranks, "wan", req, ParallelPlan.make(2, "wan"),
+                                         device_type="cpu")
     assert rank == 0 and steps == [1, 2, 3] and phases["denoise"] > 0
     assert len(arrays) == len(ref) and all(np.array_equal(a, b) for a, b in zip(arrays, ref))
 

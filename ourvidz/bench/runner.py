@@ -183,24 +183,33 @@ class Bench:
         self.log(f"plain   {job:24s} median {statistics.median(times):8.2f} s  (warm-up {first:.2f} s)")
         return row, runs, plan
 
-    def ablation(self, job: str, model) -> None:
+    def ablation(self, job: str, model, plain: np.ndarray | None = None) -> None:
         """The speed-ups added one at a time on the ourvidz models, starting from every switch off
         (resident models, bytes made on the GPU, PNGs saved in parallel), so that each switch's row
-        shows what that switch adds."""
-        stages = []
-        warm, reports = self.timed_runs(job, "abl-none")
-        abl = [r.report["total"] for r in reports]
-        stages.append({"added": "none", **stats(abl), "first": warm})
-        self.log(f"ablate  {job:24s} {'(no switch)':19s} median {statistics.median(abl):8.2f} s  (warm-up {warm:.2f} s)")
-        for name in SWITCHES:
-            before = list(model.__dict__.get("speedups_applied", []))
-            apply(model, Speedups(), only=SWITCHES[: SWITCHES.index(name) + 1])
-            if model.__dict__.get("speedups_applied", []) == before:
-                continue  # this switch does nothing for this family or card
+        shows what that switch adds, and how far its pixels are from the stage before (an exact
+        switch: identical) and from plain diffusers."""
+        stages: list[dict] = []
+        previous = None
+        for name in ("none", *SWITCHES):
+            if name != "none":
+                before = list(model.__dict__.get("speedups_applied", []))
+                apply(model, Speedups(), only=SWITCHES[: SWITCHES.index(name) + 1])
+                if model.__dict__.get("speedups_applied", []) == before:
+                    continue  # this switch does nothing for this family or card
             warm, reports = self.timed_runs(job, f"abl-{name}")
             abl = [r.report["total"] for r in reports]
-            stages.append({"added": name, **stats(abl), "first": warm})
-            self.log(f"ablate  {job:24s} +{name:18s} median {statistics.median(abl):8.2f} s  (warm-up {warm:.2f} s)")
+            pixels = pixels_of(reports[-1])
+            stage = {"added": name, **stats(abl), "first": warm, "max_over_min": max(abl) / min(abl),
+                     "denoise_median": statistics.median(r.report["phases"].get("denoise", 0.0) for r in reports),
+                     **exactness(pixels, previous, "previous"), **exactness(pixels, plain, "plain")}
+            notes = reports[-1].report["models"].get(model.family, {}).get("speedup_notes")
+            if notes:
+                stage["notes"] = notes
+            stages.append(stage)
+            previous = pixels
+            vs = "" if "psnr_vs_previous_db" not in stage else f"  PSNR vs previous {stage['psnr_vs_previous_db']:.1f} dB"
+            self.log(f"ablate  {job:24s} {'(no switch)' if name == 'none' else '+' + name:19s} median "
+                     f"{statistics.median(abl):8.2f} s  (warm-up {warm:.2f} s){vs}")
         self.results["ablation"][job] = stages
 
     def ourvidz_row(self, job: str, family: str, row: dict, runs: list, plan) -> np.ndarray:
@@ -257,7 +266,7 @@ class Bench:
         row, runs, plan = self.plain_row(job, family)
         model, _ = self.fast.get(family)
         if job in ablate and self.cfg.gpus == 1:
-            self.ablation(job, model)
+            self.ablation(job, model, runs[-1][0])
         apply(model, Speedups())
         ours = self.ourvidz_row(job, family, row, runs, plan)
         if self.cfg.step_cache is not None and families.get(family).step_cache and self.cfg.gpus == 1:
@@ -288,6 +297,13 @@ class Bench:
         self.this_call["seconds"] = self.results["bench_seconds"]
         self.save(self.results)
         return self.results
+
+
+def exactness(a: np.ndarray, b: np.ndarray | None, name: str) -> dict[str, float]:
+    """PSNR and the largest pixel difference of a against b (nothing when there is no b)."""
+    if b is None or a.shape != b.shape:
+        return {}
+    return {f"psnr_vs_{name}_db": psnr(a, b), f"max_abs_diff_vs_{name}": int(np.abs(a.astype(int) - b.astype(int)).max())}
 
 
 def bench_cache(cfg: BenchConfig, device: str | None, full: bool = True) -> ModelCache:

@@ -74,15 +74,27 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"\nNot measured in this run: {skipped}")
     if results.get("ablation"):
         lines += ["", "Ablation (speed-ups added one at a time, cumulative; same job, same process):", "",
-                  "| job type | plain diffusers | + speed-up | median | ratio to plain | warm-up (2 steps) |", "|---|---|---|---|---|---|"]
+                  "| job type | plain diffusers | + speed-up | median | max/min | denoise | ratio to plain | warm-up (2 steps) "
+                  "| vs the stage before | vs plain |", "|---|---|---|---|---|---|---|---|---|---|"]
         for job, stages in results["ablation"].items():
             plain = results["rows"][job]["plain"]["median"]
             for st in stages:
                 added = "(none: ourvidz with every switch off)" if st["added"] == "none" else st["added"]
-                lines.append(f"| {job} | {_s(plain)} | {added} | {_s(st['median'])} | {plain / st['median']:.2f}x | {_s(st['first'])} |")
+                spread = f"{st['max'] / st['min']:.2f}" if st.get("min") else "-"
+                lines.append(f"| {job} | {_s(plain)} | {added} | {_s(st['median'])} | {spread} | "
+                             f"{_s(st.get('denoise_median'))} | {plain / st['median']:.2f}x | {_s(st['first'])} | "
+                             f"{_exact(st, 'previous')} | {_exact(st, 'plain')} |")
+                lines += [f"| | | note: {n} | | | | | | | |" for n in st.get("notes", [])]
     if results.get("cold_start"):
         lines += cold_start_table(results["cold_start"])
     return "\n".join(lines) + "\n"
+
+
+def _exact(stage: dict, name: str) -> str:
+    if f"psnr_vs_{name}_db" not in stage:
+        return "-"
+    db, diff = stage[f"psnr_vs_{name}_db"], stage[f"max_abs_diff_vs_{name}"]
+    return "identical" if db == float("inf") else f"{db:.1f} dB (max diff {diff})"
 
 
 # Issue #12's cold-start targets on an H200 (process start to files on disk, one GPU).

@@ -274,5 +274,8 @@ class FamilyPipeline:
 
     def to(self, device: torch.device) -> None:
         """Move between GPU and CPU memory (the model cache's cheaper alternative to a reload)."""
+        graphs = self.__dict__.pop("graphs", None)  # CUDA graphs hold the old weights' addresses
+        if graphs is not None:
+            graphs.clear()
         self.pipe.to(device)
         self.device = device

@@ -48,6 +48,8 @@ class Family:
     img2img: bool = False  # reference-image modes (img2img, exact copy) run on its resident components
     parallel_split: str | None = None  # one job on N ranks: "images" or "guidance_context" (ourvidz.distributed)
     parallel_generate: str | None = None  # "module:function(model, req, on_step, ctx, plan)" for it
+    # Jobs with fewer frames than this run on one GPU under --gpus N: they do not scale (None: all split)
+    parallel_min_frames: int | None = None
     frame_step: int | None = None  # video frame counts are frame_step * k + 1 (Wan: 4, its VAE's stride)
     check_preset: Callable[[Any, Callable[[str, str], Exception]], None] | None = None  # extra preset rules
 

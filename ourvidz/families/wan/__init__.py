@@ -39,5 +39,9 @@ FAMILY = Family(
     text_window=512,  # WanPipeline.__call__'s default; encode_prompt's own default is 226
     parallel_split="guidance_context",
     parallel_generate="ourvidz.families.wan.parallel:generate",
+    # One frame (1560 tokens a branch at 480x832) is launch-bound: split over 2 H200s it ran 0.99x of
+    # one GPU (the CFG split halves the arithmetic but not the launches, and adds an all_gather a
+    # step). Such jobs run on rank 0 alone, where they get CUDA graphs (which collectives forbid).
+    parallel_min_frames=2,
     check_preset=check_preset,
 )

@@ -15,6 +15,7 @@ from ourvidz.families.base import (
     timed, to_uint8,
 )
 from ourvidz.families.wan import FAMILY
+from ourvidz.families.wan.speedups import graphed_transformer
 from ourvidz.families.weights import ModelSource, identity
 
 MAX_TEXT_TOKENS = FAMILY.text_window
@@ -27,6 +28,7 @@ class WanFamily(FamilyPipeline):
     # where the call is launch-bound (one-frame image jobs: ~2.5x per step on an H100) and not for
     # 81-frame videos, which stay on the pipeline's own loop. Switched on by ourvidz.speedups.
     batch_cfg = False
+    cuda_graph = False  # one-frame transformer calls replayed from CUDA graphs (wan/speedups.py says why)
 
     @classmethod
     def load(cls, source: ModelSource, device: torch.device, dtype: torch.dtype) -> WanFamily:
@@ -119,11 +121,14 @@ class WanFamily(FamilyPipeline):
         latents = pipe.prepare_latents(1, pipe.transformer.config.in_channels, req.height, req.width, req.frames,
                                        torch.float32, dev, generators(req.seeds[:1])[0])
         embeds = torch.cat([npe, pe]).to(dtype)
+        # One frame is launch-bound: the call replays from a CUDA graph where graphs apply (the
+        # cuda_graph switch; never under a step cache, whose hooks keep state between calls).
+        call = graphed_transformer(self) if req.frames == 1 else pipe.transformer
         for i, t in enumerate(pipe.scheduler.timesteps):
             x = latents.to(dtype).expand(2, *latents.shape[1:])
             with pipe.transformer.cache_context("cfg"):  # a step cache keeps its state per context
-                uncond, cond = pipe.transformer(hidden_states=x, timestep=t.expand(2), encoder_hidden_states=embeds,
-                                                return_dict=False)[0].chunk(2)
+                uncond, cond = call(hidden_states=x, timestep=t.expand(2), encoder_hidden_states=embeds,
+                                    return_dict=False)[0].chunk(2)
             noise = uncond + req.guidance * (cond - uncond)
             latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
             if on_step is not None:
