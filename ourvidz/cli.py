@@ -245,7 +245,8 @@ def bench(
         cfg = BenchConfig(job_types=jobs, runs=runs, video_runs=video_runs, weights=weights, device=device,
                           models_file=models, ablation=[] if ablation == "none" else [a for a in ablation.split(",") if a in jobs],
                           overrides=Overrides(steps=steps, frames=frames, num_images=num_images),
-                          deadline_s=deadline, step_cache=step_cache, gpus=n)
+                          deadline_s=deadline, step_cache=step_cache, gpus=n,
+                          plain_reference={j: r for j, r in results.get("rows", {}).items() if r.get("gpus") == 1})
         results = run_bench(cfg, log=log, save=save)
     if cold_start:
         from ourvidz.bench.cold import cold_starts

@@ -97,7 +97,6 @@ def implicit_spatial_padding(vae) -> int:
 def decode_probe(dev, tiny: bool, runs: int) -> None:
     from diffusers import AutoencoderKLWan
 
-    from ourvidz.families.base import to_uint8
     from ourvidz.families.wan.pipeline import decode_chunks
     from ourvidz.outputs import Mp4Stream, save_mp4
 

@@ -45,9 +45,11 @@ def test_lossy_step_cache_is_opt_in_and_measured(tmp_path):
     ok("bench", "image_fast", "--runs", "1", "--steps", "8", "--step-cache", "0.3",
        "--ablation", "image_fast", "--out", str(tmp_path))
     data = json.loads(next(tmp_path.glob("*.json")).read_text())
-    # the ablation starts from ourvidz with every switch off; on the CPU only batch_cfg applies
+    # the ablation starts from ourvidz with every switch off; on the CPU only the exact, compile-free
+    # ones apply (vae_padding: the same frames, so identical to the stage before)
     stages = data["ablation"]["image_fast"]
-    assert [stage["added"] for stage in stages] == ["none", "batch_cfg"]
+    assert [stage["added"] for stage in stages] == ["none", "batch_cfg", "vae_padding"]
+    assert stages[2]["psnr_vs_previous_db"] == float("inf")
     # each stage's pixels against the stage before (an exact switch: identical) and against plain
     assert "psnr_vs_previous_db" not in stages[0] and stages[0]["psnr_vs_plain_db"] > 30
     assert stages[1]["max_abs_diff_vs_previous"] >= 0 and stages[1]["max_over_min"] >= 1
@@ -55,7 +57,7 @@ def test_lossy_step_cache_is_opt_in_and_measured(tmp_path):
     row = data["rows"]["image_fast"]
     assert row["exact"]["psnr_db"] == float("inf")  # the default path is exact
     assert row["lossy"]["psnr_vs_exact_db"] < float("inf")  # the cache really skipped work
-    assert row["ourvidz"]["speedups"] == ["batch_cfg"] and "lossy" not in row["ourvidz"]
+    assert row["ourvidz"]["speedups"] == ["batch_cfg", "vae_padding"] and "lossy" not in row["ourvidz"]
 
 
 @pytest.mark.slow
@@ -85,3 +87,14 @@ def test_ablation_table_shows_each_stage_against_the_one_before():
     assert "| 0.40 s | 1.10 | 0.20 s | 9.00x |" in graph and graph.endswith("| identical | - |")
     assert "48.1 dB (max diff 2)" in next(line for line in lines if "| compile |" in line)
     assert any("note: cuda_graph off for wan transformer" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_two_gpu_rows_reuse_the_one_gpu_plain_timings(tmp_path):
+    ok("bench", "image_fast", "--runs", "1", "--steps", "2", "--gpus", "1,2", "--ablation", "none",
+       "--device", "cpu", "--out", str(tmp_path))
+    rows = json.loads(next(tmp_path.glob("*.json")).read_text())["rows"]
+    one, two = rows["image_fast"], rows["image_fast x2 GPUs"]
+    assert "reused" not in one["plain"] and "reused" in two["plain"]
+    assert two["plain"]["median"] == one["plain"]["median"] and two["gpus"] == 2
+    assert two["exact"]["psnr_db"] == float("inf")  # plain still ran once here, for its pixels
