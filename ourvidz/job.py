@@ -22,7 +22,7 @@ from ourvidz.families.base import GenerationOutput, GenerationRequest
 from ourvidz.outputs import Mp4Stream, a1111_parameters, atomic_replace, atomic_write, save_png, to_json
 from ourvidz.plan import JobPlan
 from ourvidz.progress import PhaseListener, phase, reporting, within
-from ourvidz.report import build_report, reset_peak_memory, versions
+from ourvidz.report import build_report, process_age_s, reset_peak_memory, versions
 from ourvidz.safety import check_prompt
 
 DEMO_LABEL = "demo: random weights"
@@ -47,6 +47,7 @@ def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = N
 
 def _run_job(plan: JobPlan, cache, on_step, parallel) -> JobResult:
     t_start = time.perf_counter()
+    process_age = process_age_s()  # what the process did before this job: imports, CUDA start, planning
     preset = plan.preset
     reset_peak_memory(cache.device)
     load: dict[str, float] = {}
@@ -80,14 +81,15 @@ def _run_job(plan: JobPlan, cache, on_step, parallel) -> JobResult:
                                on_frames=stream.add if stream is not None else None)
         if not main:  # rank 0 writes the files and the report
             return JobResult(plan=plan, files=[], report={})
-        return _finish(plan, output, prompt, pipeline, cache, demo, load, models, enhancement, stream, t_start)
+        return _finish(plan, output, prompt, pipeline, cache, demo, load, models, enhancement, stream, t_start,
+                       process_age)
     finally:
         if stream is not None:
             stream.abort()  # nothing when it was closed; else no half-made MP4 is left behind
 
 
 def _finish(plan: JobPlan, output: GenerationOutput, prompt: str, pipeline, cache, demo: bool, load: dict,
-            models: dict, enhancement, stream, t_start: float) -> JobResult:
+            models: dict, enhancement, stream, t_start: float, process_age: float | None = None) -> JobResult:
     """The files of a generated job: media and sidecars, then report.json."""
     preset = plan.preset
     phases = dict(output.phases)
@@ -119,6 +121,7 @@ def _finish(plan: JobPlan, output: GenerationOutput, prompt: str, pipeline, cach
     report = build_report(plan, device=cache.device, demo=demo, load=load, phases=phases, total=total,
                           files=[p.name for p in files], enhancement=enhancement, models=models,
                           text_encoding=output.text_encoding)
+    report["process_age_at_start_s"] = process_age
     files.append(atomic_replace(plan.out_dir / layout.REPORT, to_json(report)))
     return JobResult(plan=plan, files=files, report=report)
 

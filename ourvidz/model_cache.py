@@ -42,6 +42,8 @@ class ModelCache:
         self.sources = resolve_sources(models_file, demo or random_weights)  # a malformed file fails here
         self.random_weights = random_weights
         self.device = resolve_device(device)
+        if self.device.type == "cuda":
+            start_cuda_in_background(self.device)
         self.dtype = default_dtype(self.device)
         self.threads = pin_cpu_threads(self.device)  # steady CPU runs (see pin_cpu_threads)
         self.offload_to_cpu = offload_to_cpu
@@ -181,3 +183,21 @@ class ModelCache:
     def clear(self) -> None:
         self.resident.clear()
         self._free_memory()
+
+
+def start_cuda_in_background(device: torch.device) -> None:
+    """CUDA's start (the device context, the cuBLAS handle, the first kernels' modules: about a second
+    or two) on a thread, while the main thread imports diffusers and reads the weights. PyTorch's
+    lazy CUDA init is thread-safe; a failure here is left for the main thread to meet and report."""
+    import threading
+
+    def start() -> None:
+        try:
+            with torch.cuda.device(device):
+                x = torch.ones(64, 64, device=device, dtype=torch.bfloat16)
+                (x @ x).sum().item()
+        except Exception:  # noqa: BLE001 - reported where the job itself touches the device
+            pass
+
+    threading.Thread(target=start, name="ourvidz-cuda-start", daemon=True).start()
+

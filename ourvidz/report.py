@@ -22,6 +22,21 @@ def versions() -> dict[str, str]:
     return found
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux: /proc), or None: a job's report says how long
+    the process took to get to it (interpreter, imports, CUDA start, planning)."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"

@@ -122,3 +122,18 @@ def test_vae_padding_switch_gives_the_same_frames(wan):
     assert convs and all("forward" in vars(m) for m in convs)  # every causal conv rewritten
     with torch.inference_mode():
         assert np.array_equal(padded.decode(latents), wan.decode(latents))
+
+
+def test_report_says_how_old_the_process_was_at_the_job(tmp_path):
+    import json
+    import time
+
+    from conftest import ok
+
+    from ourvidz.report import process_age_s
+
+    age = process_age_s()
+    assert age is not None and 0 < age < time.monotonic() + 1
+    ok("generate", "image_fast", "a fox", "--demo", "--steps", 1, "--out", tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["process_age_at_start_s"] >= age

@@ -30,7 +30,8 @@ def _row_from(report: dict, wall: float) -> dict[str, Any]:
             "route": {name: m.get("kind") for name, m in models.items()},
             "bytes_read": sum(m.get("bytes", 0) for m in models.values()) or None,
             "files": {name: m.get("path") for name, m in models.items()},
-            "denoise_s": report["phases"]["denoise"], "job_total_s": report["total"]}
+            "denoise_s": report["phases"]["denoise"], "job_total_s": report["total"],
+            "startup_s": report.get("process_age_at_start_s"), "files_at_s": report.get("_files_at_s")}
 
 
 def override_flags(job: str, overrides: dict[str, Any] | None) -> list[str]:
@@ -80,13 +81,16 @@ def cold_starts(results: dict[str, Any], jobs: list[str], weights: str, device: 
 
     def generate(job: str, tag: str, extra: list[str], env: dict[str, str]) -> tuple[float, dict]:
         out = work / f"{job}-{tag}"
-        t0 = time.perf_counter()
+        t0, t_wall = time.perf_counter(), time.time()
         proc = subprocess.run([sys.executable, "-m", "ourvidz", "generate", job, PROMPT, "--seed", str(SEED),
                                "--out", str(out), *flags, *override_flags(job, overrides), *extra], capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t0
         if proc.returncode:
             raise RuntimeError(f"cold start of {job} ({tag}) failed: {proc.stderr.strip().splitlines()[-1:]}")
-        return wall, json.loads((out / "report.json").read_text())
+        report = json.loads((out / "report.json").read_text())
+        # when the last file (report.json) was in place, and what the process did before the job
+        report["_files_at_s"] = (out / "report.json").stat().st_mtime - t_wall
+        return wall, report
 
     try:
         for job in jobs:
@@ -98,13 +102,15 @@ def cold_starts(results: dict[str, Any], jobs: list[str], weights: str, device: 
             if written:
                 row["write"] = {fam: {k: rec[k] for k in ("route", "bytes", "write_s", "dtype", "size", "precision")}
                                 for fam, rec in written.families.items() if fam in row["route"]}
-            log(f"cold    {job:24s} {wall:8.2f} s to files on disk (no compile; load {row['load_s']:.2f} s, "
+            log(f"cold    {job:24s} {wall:8.2f} s to process exit, files at {row['files_at_s'] or 0:.2f} s, start-up "
+                f"{row['startup_s'] or 0:.2f} s (no compile; load {row['load_s']:.2f} s, "
                 f"{(row['bytes_read'] or 0) / 1e9:.2f} GB, page cache {row['page_cache'] or '-'})")
             save(results)
             if weights == "demo":
                 continue  # the built-in demo models: one process says it all
             wall, report = generate(job, "files-cached", [], env)
             row["cached_wall_s"], row["cached_load_s"] = wall, sum(report["load"].values())
+            row["cached"] = {k: v for k, v in _row_from(report, wall).items() if k.endswith("_s") or k == "load"}
             log(f"cold    {job:24s} {wall:8.2f} s to files on disk (no compile; files in the page cache)")
             save(results)
             if not compile_runs or dev.type != "cuda":

@@ -125,7 +125,10 @@ def cold_start_table(cold: dict[str, Any]) -> list[str]:
         per = ", ".join(f"{k} {v:.2f}" for k, v in (c.get("load") or {}).items()) or "-"
         target = COLD_TARGETS.get(job)
         verdict = "-" if target is None else f"{target:g} s " + ("met" if c["wall_s"] <= target else "missed")
-        lines.append(f"| {job} | {read} | {written} | {_s(c['wall_s'])} | {verdict} | {_s(c.get('load_s'))} | {per} | "
+        wall = _s(c["wall_s"])
+        if c.get("files_at_s") is not None:  # files on disk before the process has exited
+            wall += f" (files at {_s(c['files_at_s'])}; start-up {_s(c.get('startup_s'))} before the job)"
+        lines.append(f"| {job} | {read} | {written} | {wall} | {verdict} | {_s(c.get('load_s'))} | {per} | "
                      f"{_s(c.get('denoise_s'))} | {_s(c.get('cached_wall_s'))} | {_s(c.get('compile_first_s'))} | "
                      f"{_s(c.get('compile_cached_s'))} |")
     return lines

@@ -292,9 +292,21 @@ HASH_KINDS = {"single_file": "AutoV2 (sha256 of the checkpoint file, first 10 he
                         "a stand-in: A1111 hashes single files only)"}
 
 
-def identity(source: ModelSource, folder: Path | None = None) -> dict:
+def sha256_in_background(path: Path):
+    """file_sha256 on a thread (hashlib releases the GIL): the A1111 hash of a checkpoint is read
+    while the checkpoint loads, not after it. A Future; its result() is the hex digest."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ourvidz-hash")
+    future = pool.submit(contextvars.copy_context().run, file_sha256, path)  # progress phases go to our listener
+    pool.shutdown(wait=False)
+    return future
+
+
+def identity(source: ModelSource, folder: Path | None = None, sha256: str | None = None) -> dict:
     """Path, size and a hash of the weight files' headers: enough to tell two models apart, cheap to
-    compute; and the A1111 model hash (see HASH_KINDS)."""
+    compute; and the A1111 model hash (see HASH_KINDS). `sha256`: the single file's, already known."""
     if source.is_demo and folder is None:
         return {"kind": "demo", "note": "tiny random weights"}
     base = Path(source.path) if source.kind == "single_file" else folder
@@ -307,7 +319,7 @@ def identity(source: ModelSource, folder: Path | None = None) -> dict:
     found = {"kind": source.kind, "path": source.path, "local": str(base), "files": len(files),
              "bytes": total, "header_sha256": digest.hexdigest()[:16], **({"config": source.config} if source.config else {})}
     if base.is_file():
-        found |= {"sha256": file_sha256(base), "model_hash_kind": HASH_KINDS["single_file"]}
+        found |= {"sha256": sha256 or file_sha256(base), "model_hash_kind": HASH_KINDS["single_file"]}
         found["model_hash"] = found["sha256"][:10]
     else:
         found |= {"model_hash": digest.hexdigest()[:10], "model_hash_kind": HASH_KINDS["folder"]}

@@ -21,7 +21,7 @@ from ourvidz.families.base import (
     sync, timed, to_uint8,
 )
 from ourvidz.progress import phase
-from ourvidz.families.weights import ModelSource, identity, local_dir, safetensors_header
+from ourvidz.families.weights import ModelSource, identity, local_dir, safetensors_header, sha256_in_background
 
 
 def scheduler_for(name: str, config):
@@ -47,10 +47,14 @@ class SDXLFamily(FamilyPipeline):
                 raise WeightsError(f"sdxl checkpoint {path} does not exist; fix 'sdxl: single_file:' in {source.origin}")
             safetensors_header(path)  # a clear error for a truncated or foreign file
             config = local_dir(source.config, source.allow_download, "sdxl", allow_patterns=["*.json", "*.txt"])
+            # The A1111 model hash reads the whole file once (then it is remembered): on a thread,
+            # beside the load, which reads the same pages.
+            sha256 = sha256_in_background(path)
             pipe = _from_single_file(path, config, device, dtype, times)
-            # The A1111 model hash reads the whole file once (then it is remembered), after loading
-            # so that the load reads a cold file first; not counted as load time.
-            return cls(pipe, device, dtype, times, identity(source))
+            t0 = time.perf_counter()
+            digest = sha256.result()
+            times["hash (beyond the load)"] = time.perf_counter() - t0
+            return cls(pipe, device, dtype, times, identity(source, sha256=digest))
 
         folder = diffusers_folder(source)
         pipe = StableDiffusionXLPipeline(
