@@ -35,10 +35,13 @@ class RankJobs:
         if self.group is not None:
             dist.broadcast_object_list([obj], src=0, group=self.group)
 
-    def run(self, plan, cache, on_step=None, on_phase=None) -> JobResult:
-        """Rank 0: the job on every rank; the files are rank 0's."""
+    def run(self, plan, cache, on_step=None, on_phase=None, defer_tail: bool = False) -> JobResult | job.PendingJob:
+        """Rank 0: the job on every rank; the files are rank 0's. defer_tail: rank 0 writes them when
+        the PendingJob's finish() is called (in batch and the worker, in a background thread, while
+        every rank generates the next job); the other ranks have nothing to write."""
         self._send(plan)
-        return job.run_job(plan, cache, on_step, on_phase, parallel=self.ctx if self.ctx.active else None)
+        return job.run_job(plan, cache, on_step, on_phase, parallel=self.ctx if self.ctx.active else None,
+                           defer_tail=defer_tail)
 
     def close(self) -> None:
         self._send(_STOP)
@@ -62,9 +65,10 @@ class RankJobs:
 def on_ranks(gpus: int, command: Callable[..., Any], make_cache: Callable[[str | None], Any], *args,
              device: str | None = None) -> Any:
     """command(runner, cache, *args) on `gpus` ranks, returning rank 0's result. runner(plan, cache,
-    on_step, on_phase=None) runs one job on all ranks; make_cache(device) builds a rank's model cache (both must
-    pickle: module-level functions, functools.partial). One GPU: here, in this process, with
-    run_job. `device` "cpu" puts the ranks on the CPU (gloo): tests, and machines without GPUs."""
+    on_step, on_phase=None, defer_tail=False) runs one job on all ranks; make_cache(device) builds a
+    rank's model cache (both must pickle: module-level functions, functools.partial). One GPU: here,
+    in this process, with run_job. `device` "cpu" puts the ranks on the CPU (gloo): tests, and
+    machines without GPUs."""
     if gpus == 1:
         return command(job.run_job, make_cache(None), *args)  # looked up now: tests substitute it
     device_type = "cpu" if device and device.startswith("cpu") else None
