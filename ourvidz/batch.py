@@ -3,7 +3,8 @@
 The whole file is read and every job planned before any model loads. The batch folder holds
 manifest.json, the state of every job (pending, running, done, failed), rewritten atomically
 after each change; running the same command again resumes from it. Jobs run grouped by model
-family to avoid switches (see run_order). A failed job is recorded and the batch goes on.
+family to avoid switches (ourvidz.batch_plan: planning, run_order). A failed job is recorded and
+the batch goes on. Each job's files are written while the next job generates (ourvidz.tails).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 from ourvidz import __version__, layout
 from ourvidz.errors import EXIT_BUG, BadInput, DiskFull, Interrupted, OurvidzError, one_line
-from ourvidz.jobfile import Unit, file_digest, read_job_file
+from ourvidz.batch_plan import plan_units, run_order
+from ourvidz.jobfile import file_digest, read_job_file
 from ourvidz.layout import MANIFEST, SUMMARY_JSON, SUMMARY_MD
 from ourvidz.manifest import (Manifest, batch_lock, build_summary, clear_partial, expected_writes, new_record, now,
                               summary_markdown)
@@ -31,67 +33,6 @@ class BatchFailed(OurvidzError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-# ---------------------------------------------------------------- planning
-def plan_units(units: list[Unit], records: dict[str, dict], batch_dir: Path, job_file: Path, *, models=None,
-               demo: bool = False, presets_dir=None) -> dict[str, Any]:
-    """uid -> JobPlan for every unit not done; the first problem (in file order) is raised, naming
-    file, line and job. Seeds drawn for earlier runs (in `records`) are reused."""
-    from ourvidz.errors import PromptRefused
-    from ourvidz.plan import plan_job
-    from ourvidz.presets import OverrideError, load_preset
-    from ourvidz.families.weights import resolve_sources, token_counter
-
-    sources = resolve_sources(models, demo)
-    counter = token_counter(models, demo)
-    plans, problems = {}, []
-    for u in units:
-        rec = records.get(u.uid)
-        if rec and rec["state"] == "done":
-            continue
-        line = u.line
-        try:
-            preset = load_preset(u.job_type, presets_dir)
-            seed = rec["seed"] if rec else u.seed
-            if rec is None and u.seed is not None and u.seed_step:
-                seed = u.seed + u.seed_step * (u.overrides.num_images or preset.num_images)
-            source = sources.get(preset.family)
-            try:
-                plans[u.uid] = plan_job(
-                    u.job_type, u.prompt, overrides=u.overrides, seed=seed, negative=u.negative,
-                    auto_negative=u.auto_negative, enhance=u.enhance, out_dir=batch_dir / u.uid,
-                    presets_dir=presets_dir, counter=counter, demo=source is not None and source.is_demo)
-            except OverrideError as exc:  # named as the job file names it
-                line = u.overrides_line
-                raise BadInput(f"overrides: {exc.by_field}") from None
-        except (BadInput, PromptRefused) as exc:
-            line = u.prompt_line if isinstance(exc, PromptRefused) else line
-            problems.append(type(exc)(f"{job_file}:{line}: job {u.job} ({u.job_type}): {exc}"))
-    if problems:
-        first = problems[0]
-        more = f" (+{len(problems) - 1} more problems; nothing was run)" if len(problems) > 1 else " (nothing was run)"
-        raise type(first)(f"{first}{more}")
-    return plans
-
-
-def run_order(records: list[dict], keep_order: bool = False) -> list[dict]:
-    """Grouped by model family, families in the order of their most urgent (lowest) priority;
-    within a family, the jobs that need Qwen enhancement form one stretch, the stretches again
-    ordered by their lowest priority; within a stretch lower priority first, ties in file order.
-    So each model is needed in one stretch, and fast job types run first where grouping allows.
-    --keep-order: file order."""
-    if keep_order:
-        return sorted(records, key=lambda r: r["n"])
-    family_best: dict[str, int] = {}
-    stretch_best: dict[tuple, int] = {}
-    for r in records:
-        family_best[r["family"]] = min(family_best.get(r["family"], r["priority"]), r["priority"])
-        key = (r["family"], r["enhance"])
-        stretch_best[key] = min(stretch_best.get(key, r["priority"]), r["priority"])
-    return sorted(records, key=lambda r: (family_best[r["family"]], r["family"],
-                                          stretch_best[(r["family"], r["enhance"])], r["enhance"],
-                                          r["priority"], r["n"]))
 
 
 # ---------------------------------------------------------------- signals and rates
@@ -130,6 +71,9 @@ class StopSignals:
 
     @contextmanager
     def critical(self):
+        if self._critical:  # within hold() or another critical(): it stays so, and raises nothing here
+            yield
+            return
         self._critical = True
         try:
             yield
@@ -156,8 +100,10 @@ class Rates:
 
     seen: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, rec: dict) -> None:
-        self.seen.setdefault(rec["job_type"], []).append(max(0.0, rec["seconds"] - (rec["load_paid"] or 0.0)))
+    def add(self, rec: dict, overlapped: float = 0.0) -> None:
+        """overlapped: the seconds its tail ran beside the next job (they cost the batch nothing)."""
+        seconds = rec["seconds"] - (rec["load_paid"] or 0.0) - overlapped
+        self.seen.setdefault(rec["job_type"], []).append(max(0.0, seconds))
 
     def eta(self, remaining: list[dict]) -> float | None:
         every = [s for v in self.seen.values() for s in v]
@@ -295,6 +241,7 @@ def _run_on_rank0(runner, cache, manifest, order, plans, batch_dir, run) -> Outc
 
 def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batch_dir: Path, run: dict, console,
          stop: StopSignals) -> Outcome:
+    from ourvidz.tails import TailWriter
     from ourvidz.views import BatchProgress, batch_summary_tables
     from ourvidz.views import console as new_console
 
@@ -312,6 +259,40 @@ def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batc
     if done:
         console.print(f"resuming {batch_dir}: {done} of {total} jobs already done, {len(queue)} to run")
     interrupted, current, full = False, None, None
+    # Job k's tail (its media, sidecars and report: ourvidz.tails) is written in a background thread
+    # while job k+1 generates. It is recorded before job k+1 is, and before the run ends, whatever
+    # ends it: a job is marked done only once its files are written.
+    tails = TailWriter()
+
+    def record(rec: dict, result, error: Exception | None, seconds: float, avoided: float) -> str:
+        """One job's outcome into the manifest, saved (called under stop.critical()); its line."""
+        nonlocal full
+        rec["finished"] = now()
+        if error is None:
+            report = result.report
+            rec.update(state="done", files=[str(p.relative_to(batch_dir)) for p in result.files],
+                       writes=[], seconds=report["total"], load_paid=sum(report["load"].values()),
+                       demo=report["demo"], load_avoided=avoided)
+            rates.add(rec, report.get("tail_concurrent_seconds", 0.0))
+        else:  # `writes` stays: what it wrote is cleared before the retry
+            failure = _failure(error)
+            rec.update(state="failed", error=failure[0], exit_code=failure[1], error_class=failure[2],
+                       seconds=seconds)
+            full = full or (error if isinstance(error, DiskFull) else None)  # every job after would fail so
+        manifest.save(cache)
+        return _job_line(rec, batch_dir)
+
+    def collect() -> None:
+        """The pending tail (the job before the current one) waited for, then recorded."""
+        if tails.pending is None:
+            return
+        tails.pending.wait()  # a second signal may stop the wait; the tail goes on, still pending
+        with stop.critical():  # taken off and recorded in one step no signal splits
+            tail = tails.collect()
+            (rec, i, t0, avoided), error = tail.tag, tail.error()
+            line = record(rec, tail.result() if error is None else None, error, tail.ended - t0, avoided)
+        progress.finished(line, rates.eta(queue[i + 1:]))
+
     with BatchProgress(console, total, done) as progress:
         progress.set_eta(rates.eta(queue))
         try:
@@ -320,50 +301,53 @@ def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batc
                 if stop.requested:
                     interrupted = True
                     break
+                if full:
+                    break
                 plan, current = plans[rec["id"]], rec
                 with stop.critical():
                     rec.update(state="running", attempts=rec["attempts"] + 1, started=now(), finished=None,
                                error=None, exit_code=None, error_class=None, files=[],
                                writes=expected_writes(plan, batch_dir))
                     manifest.save(cache)
-                avoided0 = sum(s["avoided_seconds"] for s in cache.stats.values())
+                avoided0 = _avoided(cache)
                 t0 = time.perf_counter()
+                label = f"[{done + i + 1}/{total}] {rec['job_type']}"
                 try:
-                    result = runner(plan, cache, progress.job(f"[{done + i + 1}/{total}] {rec['job_type']}"),
-                                    progress.on_phase)
-                except OurvidzError as exc:
-                    failure = (str(exc), exc.exit_code, type(exc).__name__)
-                    full = exc if isinstance(exc, DiskFull) else None
-                except Exception as exc:  # a bug in one job must not end the night's batch
-                    failure = (f"unexpected {one_line(exc)}", EXIT_BUG, "bug")
-                else:
-                    failure = None
+                    generated, error = runner(plan, cache, progress.job(label), progress.phases(label),
+                                              defer_tail=True), None
+                except Exception as exc:  # an OurvidzError; or a bug in one job: it must not end the night's batch
+                    generated, error = None, exc
+                avoided = _avoided(cache) - avoided0
                 seconds = time.perf_counter() - t0
-                with stop.critical():
-                    rec["finished"] = now()
-                    if failure is None:
-                        report = result.report
-                        rec.update(state="done", files=[str(p.relative_to(batch_dir)) for p in result.files],
-                                   writes=[], seconds=report["total"], load_paid=sum(report["load"].values()),
-                                   demo=report["demo"],
-                                   load_avoided=sum(s["avoided_seconds"] for s in cache.stats.values()) - avoided0)
-                        rates.add(rec)
-                    else:  # `writes` stays: what it wrote is cleared before the retry
-                        rec.update(state="failed", error=failure[0], exit_code=failure[1], error_class=failure[2],
-                                   seconds=seconds)
-                    current = None
-                    manifest.save(cache)
-                progress.finished(_job_line(rec, batch_dir), rates.eta(queue[i + 1:]))
-                if full:  # every job after it would fail the same way
-                    break
+                collect()  # the job before this one: its tail ran while this one generated
+                if error is not None or not hasattr(generated, "finish"):  # failed (or not deferred): recorded now
+                    with stop.critical():
+                        line = record(rec, generated, error, seconds, avoided)
+                    progress.finished(line, rates.eta(queue[i + 1:]))
+                elif full:  # the job before filled the disk: this one is not saved, and redone next time
+                    rec.update(state="pending", finished=now(), error="not saved (the disk filled up); redone on "
+                                                                      "the next run")
+                else:
+                    tails.submit((rec, i, t0, avoided), generated)  # no longer current: the pending tail's
+                current = None
+            collect()
         except KeyboardInterrupt:
             interrupted = True
-            if current is not None and current["state"] == "running":
+            if current is not None and current["state"] == "running" and not (tails.pending and
+                                                                              tails.pending.tag[0] is current):
                 current.update(state="pending", finished=now(), error="interrupted; redone on the next run")
         except DiskFull as exc:  # a manifest save: the last saved manifest stands, resumable
             full = exc
-    # From here a signal is only counted: the manifest's run and the summary are always written.
-    stop.hold()
+        finally:
+            # Whatever ended the loop (a signal, an exception), the pending tail is finished and recorded
+            # first: never abandoned half-written. From here a signal is only counted.
+            stop.hold()
+            try:
+                collect()
+            except DiskFull as exc:
+                full = full or exc
+            finally:
+                tails.close()
     interrupted = interrupted or stop.requested
     run.update(finished=now(), outcome="disk full" if full else "interrupted" if interrupted else "completed",
                seconds=time.perf_counter() - t_start, families=cache.stats)
@@ -380,6 +364,17 @@ def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batc
     for table in batch_summary_tables(summary):
         console.print(table)
     return Outcome(batch_dir, manifest.data, summary, interrupted or stop.requested, full)
+
+
+def _avoided(cache) -> float:
+    return sum(s["avoided_seconds"] for s in cache.stats.values())
+
+
+def _failure(exc: Exception) -> tuple[str, int, str]:
+    """A failed job's error, exit code and error class, as the manifest records them."""
+    if isinstance(exc, OurvidzError):
+        return str(exc), exc.exit_code, type(exc).__name__
+    return f"unexpected {one_line(exc)}", EXIT_BUG, "bug"
 
 
 def _job_line(rec: dict, batch_dir: Path) -> str:

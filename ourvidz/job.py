@@ -2,10 +2,15 @@
 
 Shared by generate, batch and the queue worker. Outputs are written as soon as they exist, each
 with its sidecar; report.json comes last. A failure names what failed and keeps what was written.
+With defer_tail, run_job returns once the job is generated and hands back the rest (the job's tail:
+media, sidecars, report) as PendingJob.finish(), which batch and the worker run in a background
+thread while the next job generates (ourvidz.tails).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import os
 import time
 from contextlib import nullcontext
@@ -22,7 +27,7 @@ from ourvidz.families.base import GenerationOutput, GenerationRequest
 from ourvidz.outputs import Mp4Stream, a1111_parameters, atomic_replace, atomic_write, save_png, to_json
 from ourvidz.plan import JobPlan
 from ourvidz.progress import PhaseListener, phase, reporting, within
-from ourvidz.report import build_report, process_age_s, reset_peak_memory, versions
+from ourvidz.report import build_report, peak_memory_gb, process_age_s, reset_peak_memory, versions
 from ourvidz.safety import check_prompt
 
 DEMO_LABEL = "demo: random weights"
@@ -35,17 +40,33 @@ class JobResult:
     report: dict[str, Any]
 
 
+@dataclass
+class PendingJob:
+    """A generated job whose files are not written yet. finish() writes them, their sidecars and
+    report.json (the job's tail) and returns the JobResult, in this thread or another; its phases
+    still go to run_job's on_phase. overlap, if given, is asked at the end for the seconds the tail
+    ran beside the next job, which the report records (tail_overlapped, tail_concurrent_seconds)."""
+
+    plan: JobPlan
+    _tail: Callable[..., JobResult]
+
+    def finish(self, overlap: Callable[[], float] | None = None) -> JobResult:
+        return self._tail(overlap=overlap)
+
+
 def run_job(plan: JobPlan, cache, on_step: Callable[[int, int], None] | None = None,
-            on_phase: PhaseListener | None = None, parallel=None) -> JobResult:
+            on_phase: PhaseListener | None = None, parallel=None, defer_tail: bool = False) -> JobResult | PendingJob:
     """on_step sees the denoising steps; on_phase every other phase (loading with bytes, hashing,
     enhancement, prompt encoding, VAE decode, MP4 encoding, saving): see ourvidz.progress.
     `parallel` (an ourvidz.distributed.ParallelContext) spreads the job over the ranks of one
-    host: every rank runs this with the same plan; rank 0 alone enhances and writes the files."""
+    host: every rank runs this with the same plan; rank 0 alone enhances and writes the files.
+    defer_tail: a PendingJob once generated, its files written by its finish() (other ranks: none)."""
     with reporting(on_phase) if on_phase is not None else nullcontext():
-        return _run_job(plan, cache, on_step, parallel)
+        pending = _run_job(plan, cache, on_step, parallel)
+        return pending if defer_tail else pending.finish()
 
 
-def _run_job(plan: JobPlan, cache, on_step, parallel) -> JobResult:
+def _run_job(plan: JobPlan, cache, on_step, parallel) -> PendingJob:
     t_start = time.perf_counter()
     process_age = process_age_s()  # what the process did before this job: imports, CUDA start, planning
     preset = plan.preset
@@ -73,31 +94,46 @@ def _run_job(plan: JobPlan, cache, on_step, parallel) -> JobResult:
 
         tokens = best_counter(getattr(pipeline, "tokenizer", None)).count(prompt)
         enhancement |= {"clip_tokens": tokens, "clip_window": clip_window, "clip_truncated": tokens > clip_window}
-    # A video's MP4 is encoded while the VAE decodes it (rank 0): see outputs.Mp4Stream.
+    # A video's MP4 is encoded while the VAE decodes it (rank 0): see outputs.Mp4Stream. The tail
+    # (_finish) closes it; a failed generation drops it, leaving no half-made MP4 behind.
     stream = _video_stream(plan, prompt, pipeline.identity, demo) if preset.is_video and main else None
     try:
         with within(preset.family):
             output = _generate(plan, prompt, pipeline, cache, on_step if main else None, parallel,
                                on_frames=stream.add if stream is not None else None)
-        if not main:  # rank 0 writes the files and the report
-            return JobResult(plan=plan, files=[], report={})
-        return _finish(plan, output, prompt, pipeline, cache, demo, load, models, enhancement, stream, t_start,
-                       process_age)
-    finally:
+    except BaseException:
         if stream is not None:
-            stream.abort()  # nothing when it was closed; else no half-made MP4 is left behind
-
-
-def _finish(plan: JobPlan, output: GenerationOutput, prompt: str, pipeline, cache, demo: bool, load: dict,
-            models: dict, enhancement, stream, t_start: float, process_age: float | None = None) -> JobResult:
-    """The files of a generated job: media and sidecars, then report.json."""
-    preset = plan.preset
+            stream.abort()
+        raise
+    if not main:  # rank 0 writes the files and the report
+        return PendingJob(plan, lambda overlap=None: JobResult(plan=plan, files=[], report={}))
     phases = dict(output.phases)
     models[preset.family] = {**pipeline.identity, "speedups": getattr(pipeline, "speedups_applied", []),
                              "lossy_step_cache": getattr(pipeline, "step_cache", None)}
     if getattr(pipeline, "speedup_notes", None):  # e.g. a CUDA graph that fell back to eager, and why
         models[preset.family]["speedup_notes"] = list(pipeline.speedup_notes)
+    peak = peak_memory_gb(cache.device)  # now: the next job resets it, maybe before this job's tail runs
+    context = contextvars.copy_context()  # the phase listener, for a tail run in another thread
+    return PendingJob(plan, functools.partial(context.run, _finish, plan, cache, output, prompt, enhancement, models,
+                                              load, phases, demo, t_start, peak, stream, process_age))
 
+
+def _finish(plan: JobPlan, cache, output: GenerationOutput, prompt: str, enhancement, models: dict, load: dict,
+            phases: dict, demo: bool, t_start: float, peak: float | None, stream: Mp4Stream | None = None,
+            process_age: float | None = None, overlap: Callable[[], float] | None = None) -> JobResult:
+    """The job's tail: its media and sidecars, then report.json."""
+    try:
+        return _write_tail(plan, cache, output, prompt, enhancement, models, load, phases, demo, t_start, peak, stream,
+                           process_age, overlap)
+    finally:
+        if stream is not None:
+            stream.abort()  # nothing once it was closed; a tail that failed first leaves no partial MP4
+
+
+def _write_tail(plan: JobPlan, cache, output: GenerationOutput, prompt: str, enhancement, models: dict, load: dict,
+                phases: dict, demo: bool, t_start: float, peak: float | None, stream: Mp4Stream | None,
+                process_age: float | None, overlap: Callable[[], float] | None) -> JobResult:
+    preset = plan.preset
     t_save = time.perf_counter()
     sidecar = {
         "ourvidz": __version__,
@@ -120,8 +156,11 @@ def _finish(plan: JobPlan, output: GenerationOutput, prompt: str, pipeline, cach
     total = time.perf_counter() - t_start
     report = build_report(plan, device=cache.device, demo=demo, load=load, phases=phases, total=total,
                           files=[p.name for p in files], enhancement=enhancement, models=models,
-                          text_encoding=output.text_encoding)
+                          text_encoding=output.text_encoding, peak_gb=peak)
     report["process_age_at_start_s"] = process_age
+    if overlap is not None:  # written in the background (ourvidz.tails): for how long beside the next job
+        seconds = overlap()
+        report |= {"tail_overlapped": seconds > 0, "tail_concurrent_seconds": seconds}
     files.append(atomic_replace(plan.out_dir / layout.REPORT, to_json(report)))
     return JobResult(plan=plan, files=files, report=report)
 

@@ -5,6 +5,11 @@ The code doing the work says `with phase("vae decode") as p: ...` (and `p.advanc
 can count bytes, frames or files); the command around it says `with reporting(callback):`. The
 listener is a context variable, so the layers in between (the model cache, the families'
 loaders) pass nothing along and stay as they are. With no listener a phase costs a clock read.
+
+A job's tail (saving: ourvidz.tails) may run in a background thread while the next job generates:
+it runs in a copy of the context its job generated in (ourvidz.job.PendingJob), so its phases go to
+that job's listener, and a listener may be called from two threads at once (views.BatchProgress
+locks its own state; rich's Progress locks its tasks).
 """
 
 from __future__ import annotations

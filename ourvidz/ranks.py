@@ -36,18 +36,21 @@ class RankJobs:
         if self.group is not None:
             dist.broadcast_object_list([obj], src=0, group=self.group)
 
-    def run(self, plan, cache, on_step=None, on_phase=None) -> JobResult:
+    def run(self, plan, cache, on_step=None, on_phase=None, defer_tail: bool = False) -> JobResult | job.PendingJob:
         """Rank 0: the job on every rank; the files are rank 0's. A job its family says does not
         scale (ourvidz.plan.one_gpu_reason: one-frame Wan) runs here alone, as on one GPU, and the
-        report says why; the other ranks wait for the next job."""
+        report says why; the other ranks wait for the next job. defer_tail: rank 0 writes the files
+        when the PendingJob's finish() is called (in batch and the worker, in a background thread,
+        while every rank generates the next job); the other ranks have nothing to write."""
         if self.ctx.active:
             why = one_gpu_reason(plan.preset, self.ctx.world)
             resident = cache.resident.get(plan.preset.family)
             if why and not split_for_good(getattr(getattr(resident, "pipe", None), "transformer", None)):
                 plan.note(why)
-                return job.run_job(plan, cache, on_step, on_phase)
+                return job.run_job(plan, cache, on_step, on_phase, defer_tail=defer_tail)
         self._send(plan)
-        return job.run_job(plan, cache, on_step, on_phase, parallel=self.ctx if self.ctx.active else None)
+        return job.run_job(plan, cache, on_step, on_phase, parallel=self.ctx if self.ctx.active else None,
+                           defer_tail=defer_tail)
 
     def close(self) -> None:
         self._send(_STOP)
@@ -71,9 +74,10 @@ class RankJobs:
 def on_ranks(gpus: int, command: Callable[..., Any], make_cache: Callable[[str | None], Any], *args,
              device: str | None = None) -> Any:
     """command(runner, cache, *args) on `gpus` ranks, returning rank 0's result. runner(plan, cache,
-    on_step, on_phase=None) runs one job on all ranks; make_cache(device) builds a rank's model cache (both must
-    pickle: module-level functions, functools.partial). One GPU: here, in this process, with
-    run_job. `device` "cpu" puts the ranks on the CPU (gloo): tests, and machines without GPUs."""
+    on_step, on_phase=None, defer_tail=False) runs one job on all ranks; make_cache(device) builds a
+    rank's model cache (both must pickle: module-level functions, functools.partial). One GPU: here,
+    in this process, with run_job. `device` "cpu" puts the ranks on the CPU (gloo): tests, and
+    machines without GPUs."""
     if gpus == 1:
         return command(job.run_job, make_cache(None), *args)  # looked up now: tests substitute it
     # (A command whose every job runs on one GPU anyway is started on one by its caller: generate.)

@@ -56,7 +56,10 @@ def peak_memory_gb(device: torch.device) -> float | None:
 
 def build_report(plan, *, device: torch.device, demo: bool, load: dict[str, float], phases: dict[str, float],
                  total: float, files: list[str], enhancement: dict[str, Any] | None,
-                 models: dict[str, Any], text_encoding: dict[str, Any] | None = None) -> dict[str, Any]:
+                 models: dict[str, Any], text_encoding: dict[str, Any] | None = None,
+                 peak_gb: float | None = None) -> dict[str, Any]:
+    """peak_gb: the peak GPU memory as measured when the job's generation ended (its tail may run while
+    the next job generates, after the peak was reset for it); by default, measured now."""
     preset = plan.preset
     outputs = preset.num_images if not preset.is_video else 1
     report: dict[str, Any] = {
@@ -76,7 +79,7 @@ def build_report(plan, *, device: torch.device, demo: bool, load: dict[str, floa
         "seconds_per_step": phases.get("denoise", 0.0) / preset.steps,
         "total": total,
         "per_image": total / outputs if outputs > 1 else None,
-        "peak_gpu_memory_gb": peak_memory_gb(device),
+        "peak_gpu_memory_gb": peak_gb if peak_gb is not None else peak_memory_gb(device),
         "size": f"{preset.width}x{preset.height}",
         "frames": preset.frames,
         "num_images": preset.num_images,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any
@@ -231,7 +232,9 @@ def _clock(seconds: float | None) -> str:
 
 class BatchProgress:
     """One live display with two bars (rich allows one at a time): the batch's jobs (elapsed, ETA)
-    and the current job's denoising steps."""
+    and the current job's denoising steps; while a job runs, a bar for each of its other phases.
+    A job's tail (saving: ourvidz.tails) reports from a background thread while the next job
+    generates, so each job's phases go to their own listener (phases(label)), under a lock."""
 
     def __init__(self, console: Console, total: int, done: int = 0):
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
@@ -239,8 +242,8 @@ class BatchProgress:
         self.progress = Progress(*columns, console=console)
         self.overall = self.progress.add_task("batch", total=total, completed=done, unit="jobs", note="")
         self.step = None
-        self.label = ""
-        self.phases: dict[int, Any] = {}  # the current job's phases other than denoising (ourvidz.progress)
+        self.phase_bars: dict[int, Any] = {}  # phases other than denoising (ourvidz.progress), of any job
+        self._lock = threading.Lock()
 
     def __enter__(self) -> BatchProgress:
         self.progress.start()
@@ -248,39 +251,44 @@ class BatchProgress:
 
     def __exit__(self, *exc) -> None:
         self._drop_step()
+        with self._lock:
+            for task in self.phase_bars.values():
+                self.progress.remove_task(task)
+            self.phase_bars.clear()
         self.progress.stop()
 
     def _drop_step(self) -> None:
         if self.step is not None:
             self.progress.remove_task(self.step)
             self.step = None
-        for task in self.phases.values():
-            self.progress.remove_task(task)
-        self.phases.clear()
 
-    def on_phase(self, event: str, ph) -> None:
-        """run_job's phase listener: a bar for each phase while it runs (loading with bytes,
-        enhancement, decode, MP4 encoding, saving)."""
-        key = id(ph)
-        if event == "start":
-            unit = "" if ph.unit == "B" else ph.unit
-            total = ph.total / 1e6 if ph.unit == "B" and ph.total else ph.total
-            self.phases[key] = self.progress.add_task(f"{self.label}: {ph.name}", total=total,
-                                                      unit="MB" if ph.unit == "B" else unit, note="")
-        elif key in self.phases:
-            if event == "advance":
-                done = ph.completed / 1e6 if ph.unit == "B" else ph.completed
-                self.progress.update(self.phases[key], completed=done)
-            else:
-                self.progress.remove_task(self.phases.pop(key))
+    def phases(self, label: str):
+        """run_job's phase listener for the job `label`: a bar for each phase while it runs (loading
+        with bytes, enhancement, decode, MP4 encoding, saving), from whichever thread runs it."""
+
+        def on_phase(event: str, ph) -> None:
+            key = id(ph)
+            with self._lock:
+                if event == "start":
+                    unit = "" if ph.unit == "B" else ph.unit
+                    total = ph.total / 1e6 if ph.unit == "B" and ph.total else ph.total
+                    self.phase_bars[key] = self.progress.add_task(f"{label}: {ph.name}", total=total,
+                                                                  unit="MB" if ph.unit == "B" else unit, note="")
+                elif key in self.phase_bars:
+                    if event == "advance":
+                        done = ph.completed / 1e6 if ph.unit == "B" else ph.completed
+                        self.progress.update(self.phase_bars[key], completed=done)
+                    else:
+                        self.progress.remove_task(self.phase_bars.pop(key))
+
+        return on_phase
 
     def set_eta(self, seconds: float | None) -> None:
         self.progress.update(self.overall, note=f"ETA {_clock(seconds)}")
 
     def job(self, label: str):
-        """The on_step callback for the next job's step bar."""
+        """The on_step callback for the next job's step bar (the last job's step bar goes)."""
         self._drop_step()
-        self.label = label
         self.step = task = self.progress.add_task(f"{label}: denoise", total=None, unit="steps", note="")
         started: list[float] = []
 
@@ -292,7 +300,8 @@ class BatchProgress:
         return on_step
 
     def finished(self, line: str, eta: float | None) -> None:
-        self._drop_step()
+        """A job recorded, in order: its line printed. Its step bar stays until the next job's, which
+        may be generating already."""
         self.progress.advance(self.overall)
         self.set_eta(eta)
         self.progress.console.print(line, highlight=False, soft_wrap=True)

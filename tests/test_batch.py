@@ -176,7 +176,7 @@ def test_sigterm_stops_after_the_current_job_and_a_second_signal_stops_at_once(t
 
     real, calls = ourvidz.job.run_job, []
 
-    def run_job(plan, cache, on_step=None, on_phase=None):
+    def run_job(plan, cache, on_step=None, on_phase=None, **kw):
         calls.append(plan.prompt)
         if plan.prompt in signals:
             if signals[plan.prompt] == 2:  # stopped at once with an output half written
@@ -184,7 +184,7 @@ def test_sigterm_stops_after_the_current_job_and_a_second_signal_stops_at_once(t
                 (plan.out_dir / plan.files[0]).write_bytes(b"half a png")
             for _ in range(signals[plan.prompt]):
                 os.kill(os.getpid(), signal.SIGTERM)
-        return real(plan, cache, on_step)
+        return real(plan, cache, on_step, **kw)
 
     monkeypatch.setattr(ourvidz.job, "run_job", run_job)
     path = write_jobs(tmp_path / "jobs.yaml", [job("image_fast", p) for p in ("one", "two", "three", "four")])

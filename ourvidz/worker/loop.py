@@ -6,7 +6,9 @@ the producers' push (--push-end: production RPUSHes since 2025-08-16, so workers
 left), so every list is first in, first out; one wait on all queues at once, or, where Redis
 refuses CLIENT commands, one queue at a time. A job is prepared (reference fetched, plan made:
 ourvidz.worker.prepare) before any model loads, and delivered (thumbnails, --store upload, the
-signed callback: ourvidz.worker.deliver, upload, callback) before it is recorded done.
+signed callback: ourvidz.worker.deliver, upload, callback) before it is recorded done
+(ourvidz.worker.results). A job's files are written in the background while the next job already
+waiting generates (ourvidz.tails); it is recorded before that job is, and before the worker exits.
 
 Every state change is one Lua call: starting an attempt; recording a result together with the
 acknowledgement (LREM from the processing list), only by the worker that holds the job's current
@@ -18,7 +20,6 @@ out of attempts, failing them with the last error.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import secrets
 import signal
@@ -32,14 +33,16 @@ from typing import Callable
 import redis
 
 from ourvidz import layout
-from ourvidz.errors import BadInput, OurvidzError, ServiceError, one_line
+from ourvidz.errors import BadInput, ServiceError
 from ourvidz.http_post import check_callback_url
 from ourvidz.jsonio import short
 from ourvidz.redact import mask_text, url_secrets
-from ourvidz.worker import attempts, callback, deliver
+from ourvidz.tails import TailWriter
+from ourvidz.worker import attempts, callback
 from ourvidz.worker.keys import (
     DEFAULT_QUEUES, DEFAULT_URL, RESULT_TTL, job_key, processing_key, push_ends, take_end,
 )
+from ourvidz.worker.results import InHand, Results, _flat
 from ourvidz.worker.store import connect, safe_url, text
 from ourvidz.worker.take import Taker
 from ourvidz.worker.recovery import Recovery
@@ -48,7 +51,7 @@ from ourvidz.worker.transitions import FINISH, GIVE_BACK, MINE, REAP, START
 REDIS_PATIENCE = 300  # how long a worker rides out a Redis outage before exiting
 JOB_TIMEOUT = 1800  # --job-timeout's default, seconds
 
-class Worker(Recovery):
+class Worker(Recovery, Results):
     def __init__(self, url: str = DEFAULT_URL, *, queues=DEFAULT_QUEUES, out: Path = layout.ROOT, models=None,
                  demo: bool = False, device: str | None = None, vram_budget: float | None = None,
                  callback_url: str | None = None, max_jobs: int | None = None, idle_exit: float | None = None,
@@ -88,6 +91,7 @@ class Worker(Recovery):
         self.started_at = time.time()
         self._beats = threading.Event()
         self._callbacks: list[threading.Thread] = []
+        self.tails = TailWriter()  # the job taken before the current one, its files being written
 
     def log(self, message: str) -> None:
         self._log(mask_text(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", self._secrets))
@@ -122,9 +126,11 @@ class Worker(Recovery):
         try:
             self._loop()
         except KeyboardInterrupt:
+            self.tails.close()  # a tail still writing ends first: nothing is handed back half-written
             self.release("worker interrupted")
             raise
         finally:
+            self.tails.close()
             self._beats.set()
             beats.join(timeout=5)
             for thread in self._callbacks:
@@ -172,16 +178,26 @@ class Worker(Recovery):
 
     def _loop(self) -> None:
         idle_since = time.monotonic()
-        while not self.stopping and not (self.max_jobs and self.jobs_done >= self.max_jobs):
-            deadline = idle_since + self.idle_exit if self.idle_exit is not None else None
-            took = self._retrying(self._take, deadline)
-            if took:
-                self._handle(*took)
-                self.jobs_done += 1
-                idle_since = time.monotonic()
-            elif deadline is not None and time.monotonic() >= deadline:
-                self.log(f"idle for {self.idle_exit:g} s: exiting")
-                return
+        try:
+            while not self.stopping and not (self.max_jobs and self.jobs_done >= self.max_jobs):
+                deadline = idle_since + self.idle_exit if self.idle_exit is not None else None
+                # While a job's tail is pending only a job already waiting is taken (no wait): with none,
+                # that job is recorded now, not after whatever job comes next.
+                took = self._retrying(self._take, deadline, self.tails.pending is None)
+                if took:
+                    self._handle(*took)
+                    self.jobs_done += 1
+                    idle_since = time.monotonic()
+                elif self.tails.pending is not None:
+                    self._settle()
+                elif deadline is not None and time.monotonic() >= deadline:
+                    self.log(f"idle for {self.idle_exit:g} s: exiting")
+                    return
+        except ServiceError:
+            self._settle(record=False)  # Redis is gone: nothing more can be recorded
+            raise
+        finally:
+            self._settle()  # stopped (signal, --max-jobs, --idle-exit, Ctrl-C): the job in hand recorded first
 
     def _retrying(self, fn, *args):
         """fn(*args), riding out a Redis outage (redis-py reconnects) for up to REDIS_PATIENCE seconds."""
@@ -201,13 +217,17 @@ class Worker(Recovery):
                 delay = min(2 * delay, 10.0)
 
     # ---------------------------------------------------------------- taking a job
-    def _take(self, deadline: float | None) -> tuple[str, bytes] | None:
+    def _take(self, deadline: float | None, block: bool = True) -> tuple[str, bytes] | None:
+        held = self.tails.pending.tag.queue if self.tails.pending else None  # its payload is in its list
         with self.r.pipeline(transaction=False) as pipe:
             for q in self.queues:
                 pipe.llen(processing_key(self.id, q))
-            if any(pipe.execute()):  # a move whose reply a dropped connection lost
-                self.release("job taken but its reply lost")
-        return self.taker.take(lambda: self.stopping, lambda: deadline is not None and time.monotonic() >= deadline)
+            lengths = pipe.execute()
+        if any(n > int(q == held) for q, n in zip(self.queues, lengths)):  # a move whose reply a dropped connection lost
+            self._settle()  # the job in hand recorded first: release() hands back all the lists hold
+            self.release("job taken but its reply lost")
+        return self.taker.take(lambda: self.stopping, lambda: deadline is not None and time.monotonic() >= deadline,
+                               block=block)
 
     def _refill(self, queue: str, ends: dict | None = None) -> str:
         """The push that puts a job back on the consumption end (it was next, it stays next)."""
@@ -235,87 +255,26 @@ class Worker(Recovery):
         self.current = (job_id, spec.job_type if spec else "", now)
         self._beat()
         self.log(f"{label}: taken from {queue}, attempt {attempt}/{self.max_attempts}")
-        result, error, retry, mine, delivered = None, None, False, None, None
+        job, generated = InHand(queue, raw, job_id, attempt, label, spec, dirs), None
         try:
             if problem:
                 raise problem
-            result = dirs.existing()  # promoted by an earlier attempt that died before recording it
-            if result is None:
-                mine = dirs.fresh(self.id, attempt)
-                plan = prepare(spec, out_dir=mine, presets_dir=self.presets_dir, counter=self.counter,
+            job.result = dirs.existing()  # promoted by an earlier attempt that died before recording it
+            if job.result is None:
+                job.mine = dirs.fresh(self.id, attempt)
+                plan = prepare(spec, out_dir=job.mine, presets_dir=self.presets_dir, counter=self.counter,
                                demo=self.cache.source(spec.preset.family).is_demo, reference_root=self.reference_root)
                 on_step = attempts.on_step_with_deadline(self._progress(job_key(job_id)), self.job_timeout, job_id)
-                result = (self.runner or run_job)(plan, self.cache, on_step)
-                result = self._promote(dirs, mine, job_id, attempt, result)
-            if result and hasattr(result, "plan"):
-                delivered = deliver.deliver(result, spec, self.store)  # every upload done before it counts as done
-        except OurvidzError as exc:  # the same job would fail the same way again unless retryable
-            result, error, retry = None, str(exc), exc.retryable and attempt < self.max_attempts
-        except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retried, then recorded
-            result, error, retry = None, one_line(exc), attempt < self.max_attempts
+                generated = (self.runner or run_job)(plan, self.cache, on_step, defer_tail=True)
+        except Exception as exc:  # noqa: BLE001 - recorded as InHand.failed says
+            job.failed(exc, self.max_attempts)
         finally:
             self.current = None
-        if (result is None or result is False) and dirs is not None:
-            dirs.discard(mine)  # a failed or stale attempt's files go; the job's folder is never touched
-        self._finish(queue, raw, job_id, attempt, result or None, error, retry, label, spec=spec, delivered=delivered,
-                     dirs=dirs, stale=result is False)
-
-    def _promote(self, dirs, mine: Path, job_id: str, attempt: int, result):
-        """The attempt's folder renamed to the job's, only while this attempt holds the job; the result
-        with its files there (or an earlier attempt's, already there); False if this attempt is stale."""
-        if not self._retrying(self.scripts["mine"], [job_key(job_id)], [self.id, attempt]):
-            return False
-        adopted = dirs.promote(mine)
-        if adopted is not None:
-            self.log(f"{short(job_id)}: an earlier attempt's complete output is already in {dirs.final}; keeping it")
-            return adopted
-        result.files = [dirs.final / p.name for p in result.files]
-        return result
-
-    def _finish(self, queue, raw, job_id, attempt, result, error, retry, label, spec=None, delivered=None,
-                dirs=None, stale=False) -> None:
-        assets: list[str] = []
-        if result is not None:
-            report = result.report
-            assets = [str(p.resolve()) for p in result.files if p.suffix in (".png", ".mp4")]
-            timings = {"total": report["total"], "load": sum(report["load"].values()), **report["phases"]}
-            seed = result.plan.seed if hasattr(result, "plan") else result.seed
-            reference = getattr(getattr(result, "plan", None), "reference", None)
-            fields = {"state": "completed", "error": "", "seed": "" if seed is None else seed,
-                      "assets": json.dumps(assets),
-                      "files": json.dumps([str(p.resolve()) for p in result.files]  # with its thumbnails
-                                          + (delivered or {}).get("thumbnails", [])),
-                      "timings": json.dumps(timings), "stored": json.dumps((delivered or {}).get("stored", [])),
-                      "note": "; ".join(spec.notes) if spec else "",
-                      "reference": json.dumps(reference.to_dict()) if reference else ""}
-        elif stale:
-            fields = {}
-        elif retry:
-            fields = {"state": "queued", "error": f"attempt {attempt} failed: {error}; requeued"}
+        self._settle()  # the job taken before this one, its files written while this one generated: first
+        if generated is not None:  # its files written in the background (only into its attempt's folder)
+            self.tails.submit(job, generated)
         else:
-            fields = {"state": "failed", "error": error}
-        fields |= {"progress": ""} if retry else {"progress": "", "finished_at": time.time()}
-        back = "lpush" if self.ends.get(queue, "right") == "left" else "rpush"  # the producers' end: the back
-        recorded = self._retrying(self.scripts["finish"], [job_key(job_id), processing_key(self.id, queue), queue],
-                                  [self.id, attempt, raw, 0 if retry else self.result_ttl, back if retry else "",
-                                   *_flat(fields)])
-        if not recorded:
-            self.log(f"{label}: another worker took this job over (this one was given up on); result dropped")
-        elif result is not None:
-            self.log(f"{label}: completed in {report['total']:.2f} s: {', '.join(Path(a).name for a in assets)}")
-        elif retry:
-            self.log(f"{label}: attempt {attempt} failed ({error}); back on {queue}")
-        else:
-            self.log(f"{label}: failed: {error}")
-        if recorded and not retry and dirs is not None:
-            dirs.clean()
-        if recorded and not retry:
-            if delivered:
-                self._callback(job_id, "completed", delivered["assets"], None, delivered["metadata"])
-            elif result is not None:  # an earlier attempt's output, adopted: its files as they are
-                self._callback(job_id, "completed", assets, None, {"job_type": spec.job_type if spec else ""})
-            else:
-                self._callback(job_id, "failed", [], error, {"job_type": spec.job_type, "era": spec.era} if spec else {})
+            self._conclude(job)
 
     def _progress(self, key: str):
         last = [0.0]
@@ -329,28 +288,6 @@ class Worker(Recovery):
                     pass  # progress is a nicety; the result is what must get through
 
         return on_step
-
-    def _callback(self, job_id: str, status: str, assets: list, error: str | None, metadata=None) -> None:
-        if not self.callback_url:
-            return
-
-        def send():
-            outcome = callback.post_callback(self.callback_url, callback.callback_body(job_id, status, assets, error,
-                                                                                         metadata), self.credentials)
-            try:
-                self.r.hset(job_key(job_id), "callback", outcome)
-            except redis.RedisError:
-                pass
-            if not outcome.startswith("delivered"):
-                self.log(f"{job_id}: callback {outcome}")
-
-        self._callbacks = [t for t in self._callbacks if t.is_alive()]
-        self._callbacks.append(threading.Thread(target=send, name="ourvidz-callback", daemon=True))
-        self._callbacks[-1].start()
-
-
-def _flat(fields: dict) -> list:
-    return [x for kv in fields.items() for x in kv]
 
 
 def stderr_line(line: str) -> None:

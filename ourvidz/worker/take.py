@@ -57,12 +57,16 @@ class Taker:
         args = (q, processing_key(self.worker_id, q), self.ends[q], "LEFT")
         return conn.lmove(*args) if block is None else conn.blmove(q, args[1], block, args[2], "LEFT")
 
-    def take(self, stopping: Callable[[], bool], deadline_passed: Callable[[], bool]) -> tuple[str, bytes] | None:
-        """(queue, payload) of the next job, or None when stopping or past the deadline."""
+    def take(self, stopping: Callable[[], bool], deadline_passed: Callable[[], bool],
+             block: bool = True) -> tuple[str, bytes] | None:
+        """(queue, payload) of the next job, or None when stopping or past the deadline; block=False:
+        only a job already waiting, else None at once."""
         for q in self.queues:
             raw = self._move(self.r, q, None)
             if raw is not None:
                 return q, raw
+        if not block:
+            return None
         if self.refused:
             q = self.queues[self.turn % len(self.queues)]
             self.turn += 1
