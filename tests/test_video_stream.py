@@ -137,3 +137,26 @@ def test_report_says_how_old_the_process_was_at_the_job(tmp_path):
     ok("generate", "image_fast", "a fox", "--demo", "--steps", 1, "--out", tmp_path)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["process_age_at_start_s"] >= age
+
+
+def test_batch_of_videos_closes_each_stream_in_the_background_tail(tmp_path):
+    import io
+
+    import yaml
+    from rich.console import Console
+
+    from ourvidz.batch import run_batch
+
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(yaml.safe_dump([{"job_type": "video_fast", "prompt": p, "seed": i,
+                                     "overrides": {"steps": 1, "frames": 5}}
+                                    for i, p in enumerate(["a boat", "a kite"])], sort_keys=False))
+    run_batch(jobs, tmp_path / "out", demo=True, console=Console(file=io.StringIO(), width=200), keep_order=True)
+    videos = sorted((tmp_path / "out").rglob("*.mp4"))
+    assert len(videos) == 2 and all(read_video_info(v)["frames"] == 5 for v in videos)
+    assert not list((tmp_path / "out").rglob(".ourvidz-mp4-*"))  # no encoder folder left behind
+    import json
+
+    reports = [json.loads((v.parent / "report.json").read_text()) for v in videos]
+    assert all(r["phases"]["encode_mp4"] > 0 for r in reports)
+    assert "tail_concurrent_seconds" in reports[0]  # the first tail ran in the background writer
