@@ -156,16 +156,34 @@ def run(request: Request, numbered: list[tuple[int, JobPlan]], gpus: int = 1, qu
     (ourvidz.ranks); each job's progress on stderr and, unless quiet (--json), its result on stdout
     as it ends. keep_going (a prompt file): a job that fails is reported and the others go on.
     (results, [(prompt number, error)]) of rank 0."""
-    from ourvidz.ranks import on_ranks
-
     reasons = [one_gpu_reason(plan.preset, gpus) for _, plan in numbered]
     if gpus > 1 and numbered and all(reasons):  # no job would use the other GPUs: start no ranks
         for (_, plan), reason in zip(numbered, reasons):
             plan.note(reason)
         gpus = 1
+    _head_start(request, [plan for _, plan in numbered], gpus)
+    from ourvidz.ranks import on_ranks  # torch, diffusers: most of a cold start's seconds
     why = "--demo" if request.demo else "no models file"
     return on_ranks(gpus, _run_plans, functools.partial(cache_for, request, len(numbered)), numbered, why, quiet,
                     keep_going, str(request.prompt_file), device=request.device)
+
+
+def _head_start(request: Request, plans: list[JobPlan], gpus: int) -> None:
+    """While the libraries import: the weights read ahead into the page cache, and (one GPU, this
+    process) CUDA started. See ourvidz.warmup."""
+    from ourvidz import warmup
+    from ourvidz.families.weights import resolve_sources
+
+    if request.demo or not plans:
+        return
+    needed = sorted({p.preset.family for p in plans} | ({families.ENHANCER} if any(p.enhance for p in plans) else set()))
+    try:
+        if not request.random_weights:
+            warmup.prefetch(warmup.weight_files(resolve_sources(request.models, False), needed))
+    except Exception:  # noqa: BLE001 - a bad models file is reported by the load, in its words
+        pass
+    if gpus == 1:
+        warmup.start_cuda(request.device)
 
 
 def _run_plans(runner, cache, numbered, why: str, quiet: bool, keep_going: bool, prompt_file: str):

@@ -43,7 +43,9 @@ class ModelCache:
         self.random_weights = random_weights
         self.device = resolve_device(device)
         if self.device.type == "cuda":
-            start_cuda_in_background(self.device)
+            from ourvidz.warmup import start_cuda
+
+            start_cuda(str(self.device))  # on a thread, while diffusers imports and the weights are read
         self.dtype = default_dtype(self.device)
         self.threads = pin_cpu_threads(self.device)  # steady CPU runs (see pin_cpu_threads)
         self.offload_to_cpu = offload_to_cpu
@@ -183,21 +185,3 @@ class ModelCache:
     def clear(self) -> None:
         self.resident.clear()
         self._free_memory()
-
-
-def start_cuda_in_background(device: torch.device) -> None:
-    """CUDA's start (the device context, the cuBLAS handle, the first kernels' modules: about a second
-    or two) on a thread, while the main thread imports diffusers and reads the weights. PyTorch's
-    lazy CUDA init is thread-safe; a failure here is left for the main thread to meet and report."""
-    import threading
-
-    def start() -> None:
-        try:
-            with torch.cuda.device(device):
-                x = torch.ones(64, 64, device=device, dtype=torch.bfloat16)
-                (x @ x).sum().item()
-        except Exception:  # noqa: BLE001 - reported where the job itself touches the device
-            pass
-
-    threading.Thread(target=start, name="ourvidz-cuda-start", daemon=True).start()
-
