@@ -254,7 +254,9 @@ def _run(runner, cache, manifest: Manifest, order: list[dict], plans: dict, batc
             rates.add(rec)
     queue = [r for r in order if r["state"] != "done"]
     total, done = len(order), len(order) - len(queue)
-    if cache.demo:
+    if cache.random_weights:
+        console.print("[bold yellow]random weights[/] (the full-size architectures with random values: speed tests)")
+    elif cache.demo:
         console.print("[bold yellow]demo: random weights[/] (no models file: the tiny built-in demo models)")
     if done:
         console.print(f"resuming {batch_dir}: {done} of {total} jobs already done, {len(queue)} to run")

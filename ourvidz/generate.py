@@ -193,7 +193,10 @@ def _run_plans(runner, cache, numbered, why: str, quiet: bool, keep_going: bool,
     from ourvidz.views import console, job_progress, print_result
 
     out, err = console(), console(stderr=True)
-    if cache.demo:
+    if cache.random_weights:
+        err.print("[bold yellow]random weights[/] (--random-weights: the full-size architectures with random "
+                  "values, for speed tests; the outputs are noise)")
+    elif cache.demo:
         err.print(f"[bold yellow]demo: random weights[/] ({why}: using the tiny built-in demo models; "
                   "see `ourvidz models`)")
     results, failures = [], []
