@@ -69,29 +69,16 @@ def fuse_norm_silu(vae) -> int:
 
 
 def implicit_spatial_padding(vae) -> int:
-    """WanCausalConv3d pads height and width with F.pad (a copy of the whole input) before its
-    convolution; the convolution's own zero padding gives the same sums without the copy."""
+    """ourvidz's vae_padding switch (the causal convolutions' spatial zero padding done by the
+    convolution instead of an F.pad copy of the input): the number of convolutions rewritten."""
+    from types import SimpleNamespace
+
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 
-    def make(conv):
-        pt, ph, pw = conv._padding[4], conv._padding[2], conv._padding[0]
+    from ourvidz.families.wan.speedups import vae_padding
 
-        def forward(x, cache_x=None):
-            t = pt
-            if cache_x is not None and t > 0:
-                x = torch.cat([cache_x.to(x.device), x], dim=2)
-                t -= cache_x.shape[2]
-            if t > 0:
-                x = F.pad(x, (0, 0, 0, 0, t, 0))
-            return F.conv3d(x, conv.weight, conv.bias, conv.stride, (0, ph, pw), conv.dilation, conv.groups)
-        return forward
-
-    n = 0
-    for conv in vae.decoder.modules():
-        if isinstance(conv, WanCausalConv3d):
-            conv.forward = make(conv)
-            n += 1
-    return n
+    vae_padding(SimpleNamespace(pipe=SimpleNamespace(vae=vae)))
+    return sum(1 for m in vae.modules() if isinstance(m, WanCausalConv3d) and "forward" in vars(m))
 
 
 def decode_probe(dev, tiny: bool, runs: int) -> None:
