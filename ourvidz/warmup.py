@@ -54,20 +54,23 @@ def prefetch(files: list[Path]) -> threading.Thread | None:
 
 
 def start_cuda(device: str | None) -> None:
-    """Import torch and start CUDA (the device context, the cuBLAS handle: a second or two) on a
-    thread, while the main thread goes on importing what needs neither, or reads weights. PyTorch's
-    lazy CUDA start is thread-safe; a no-op without a CUDA device."""
+    """Start CUDA (the device context, the cuBLAS handle: a second or two) on a thread, while the
+    main thread goes on importing what does not need it, or reads weights; a no-op without a CUDA
+    device. torch itself is imported here, in the caller's thread: a second thread importing torch
+    while the main thread imports it can see a half-made module and abort the process."""
+    import torch
+
+    if device is not None and not str(device).startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        return
+    dev = torch.device(device or "cuda")
+
     def start() -> None:
         try:
-            import torch
-
-            if device is not None and not str(device).startswith("cuda"):
-                return
-            if torch.cuda.is_available():
-                dev = torch.device(device or "cuda")
-                with torch.cuda.device(dev):
-                    x = torch.ones(64, 64, device=dev, dtype=torch.bfloat16)
-                    (x @ x).sum().item()
+            with torch.cuda.device(dev):
+                x = torch.ones(64, 64, device=dev, dtype=torch.bfloat16)
+                (x @ x).sum().item()
         except Exception:  # noqa: BLE001 - only a head start; the job reports real failures
             pass
 
