@@ -20,7 +20,7 @@ import torch
 from ourvidz import families
 from ourvidz.errors import OurvidzError, OutOfMemory, WeightsError, one_line
 from ourvidz.families.base import default_dtype, pin_cpu_threads, resolve_device, sync
-from ourvidz.families.weights import ModelSource, models_file_path, resolve_sources
+from ourvidz.families.weights import ModelSource, models_file_path, resolve_sources, weight_files
 from ourvidz.progress import phase, within
 
 GB = 1e9
@@ -149,11 +149,7 @@ class ModelCache:
                 path = local_dir(source.path, False, source.family)
             except WeightsError:
                 return 0
-        if path.is_file():
-            return path.stat().st_size
-        if path.is_dir():
-            return sum(f.stat().st_size for f in path.rglob("*.safetensors"))
-        return 0
+        return sum(f.stat().st_size for f in weight_files(path))
 
     def _on_device(self) -> int:
         return sum(m.nbytes() for m in self.resident.values() if m.device == self.device)

@@ -10,21 +10,17 @@ import threading
 from pathlib import Path
 
 PREFETCH_CHUNK = 64 << 20
+_STARTED: set = set()  # the CUDA devices whose start is under way
+_STARTED_LOCK = threading.Lock()
 
 
 def weight_files(sources: dict, needed: list[str]) -> list[Path]:
     """The local weight files of the needed families (a single file; a folder's safetensors)."""
-    files: list[Path] = []
-    for family in needed:
-        source = sources.get(family)
-        if source is None or source.kind not in ("single_file", "folder"):
-            continue  # demo models are built, hub ids are resolved by the loader
-        path = Path(source.path).expanduser()
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
-            files += sorted(path.rglob("*.safetensors"))
-    return files
+    from ourvidz.families.weights import weight_files as files_of
+
+    return [f for family in needed if (source := sources.get(family)) is not None
+            and source.kind in ("single_file", "folder")  # demo models are built, hub ids resolved by the loader
+            for f in files_of(Path(source.path).expanduser())]
 
 
 def prefetch(files: list[Path]) -> threading.Thread | None:
@@ -65,6 +61,11 @@ def start_cuda(device: str | None) -> None:
     if not torch.cuda.is_available():
         return
     dev = torch.device(device or "cuda")
+    dev = torch.device("cuda", dev.index or 0)  # plain "cuda" is device 0 (asking torch would start CUDA here)
+    with _STARTED_LOCK:  # once a device: the generate command's head start and the model cache both ask
+        if dev in _STARTED:
+            return
+        _STARTED.add(dev)
 
     def start() -> None:
         try:

@@ -292,6 +292,14 @@ HASH_KINDS = {"single_file": "AutoV2 (sha256 of the checkpoint file, first 10 he
                         "a stand-in: A1111 hashes single files only)"}
 
 
+def weight_files(path: Path) -> list[Path]:
+    """A model's weight files: the single file itself, or a folder's safetensors (sorted); none for
+    a path that is neither."""
+    if path.is_file():
+        return [path]
+    return sorted(path.rglob("*.safetensors")) if path.is_dir() else []
+
+
 def sha256_in_background(path: Path):
     """file_sha256 on a thread (hashlib releases the GIL): the A1111 hash of a checkpoint is read
     while the checkpoint loads, not after it. A Future; its result() is the hex digest."""
@@ -310,7 +318,7 @@ def identity(source: ModelSource, folder: Path | None = None, sha256: str | None
     if source.is_demo and folder is None:
         return {"kind": "demo", "note": "tiny random weights"}
     base = Path(source.path) if source.kind == "single_file" else folder
-    files = [base] if base.is_file() else sorted(base.rglob("*.safetensors"))
+    files = weight_files(base)
     digest, total = hashlib.sha256(), 0
     for f in files:
         header, size = safetensors_header(f)
